@@ -1,0 +1,64 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own file,
+//! turns its clap arguments into plain library options, and nowhere else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod encode;
+mod evaluate;
+mod example;
+mod match_;
+mod release;
+mod schema;
+mod split;
+
+/// Privacy-preserving record linkage of health data.
+///
+/// Each site encodes its identifying fields into Bloom filters with a shared
+/// secret (`pprl encode`); the linkage unit matches the encodings of all sites
+/// without the secret (`pprl match`) and hands each site its entity map
+/// (`pprl split`); each site attaches its clinical payload (`pprl release`);
+/// analysts join the released files on `entity_id`.
+#[derive(Debug, Parser)]
+#[command(name = "pprl", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write or check a linkage schema (site and linkage unit).
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+    /// Encode a site's records into Bloom filters (site).
+    Encode(encode::EncodeArgs),
+    /// Match the encodings of one or more sites (linkage unit).
+    Match(match_::MatchArgs),
+    /// Split entities.parquet into one entity map per site (linkage unit).
+    Split(split::SplitArgs),
+    /// Attach a site's payload to its entity ids, without identifiers (site).
+    Release(release::ReleaseArgs),
+    /// Precision, recall and F1 of links against ground truth.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Run the whole pipeline on the bundled Febrl4 data.
+    Example(example::ExampleArgs),
+    /// Measure encoding and matching throughput.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema(cmd) => schema::run(cmd),
+        Command::Encode(args) => encode::run(args),
+        Command::Match(args) => match_::run(args),
+        Command::Split(args) => split::run(args),
+        Command::Release(args) => release::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Example(args) => example::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

@@ -1,0 +1,1 @@
+//! Encoding: one record's identifying fields -> one Bloom filter ("clk").

@@ -1,0 +1,1 @@
+//! Evaluation against ground truth: precision, recall, F1, score distributions.

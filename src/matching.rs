@@ -1,0 +1,1 @@
+//! The linkage unit's match run: checks the inputs, finds candidates, solves.

@@ -1,0 +1,1 @@
+//! Normalisation of field values before tokenising.

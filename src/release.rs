@@ -1,0 +1,1 @@
+//! Release: a site's payload joined to its entity ids, for analysts.

@@ -1,0 +1,1 @@
+//! Dice similarity of clks and candidate search.

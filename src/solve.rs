@@ -1,0 +1,1 @@
+//! Solvers: scored candidate pairs -> links and entities.

@@ -1,0 +1,1 @@
+//! Tokenising a normalised value (n-grams, positional unigrams, exact, numeric).
