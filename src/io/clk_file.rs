@@ -1,0 +1,397 @@
+//! The encoded file a site hands to the linkage unit.
+//!
+//! `.clk.parquet`: columns `id` (Utf8, the site's record key), `clk`
+//! (FixedSizeBinary of `ceil(filter_bits / 8)` bytes; bit `i` of the filter is
+//! bit `7 - i % 8` of byte `i / 8`, the clkhash order) and `popcount` (UInt16),
+//! plus key-value metadata ([`ClkMeta`]) that lets the linkage unit check that
+//! all sites used the same schema and secret before comparing anything.
+//!
+//! anonlink's `{"clks": [base64, ...]}` JSON is read and written too; it has
+//! no ids (records are numbered from 0) and no metadata.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
+use arrow_buffer::Buffer;
+use arrow_schema::{DataType, Field, Schema};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::atomic;
+use super::table::{self, TableError};
+
+/// Metadata keys of a `.clk.parquet` file.
+pub mod keys {
+    pub const ENGINE_VERSION: &str = "pprl.engine_version";
+    pub const SITE: &str = "pprl.site";
+    pub const SCHEMA_FINGERPRINT: &str = "pprl.schema_fingerprint";
+    pub const FILTER_BITS: &str = "pprl.filter_bits";
+    pub const RECORD_COUNT: &str = "pprl.record_count";
+    pub const KEY_CHECK_VALUE: &str = "pprl.key_check_value";
+}
+
+/// What a clk file says about how it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClkMeta {
+    pub engine_version: String,
+    pub site: String,
+    /// `None` for anonlink JSON, which does not record it.
+    pub schema_fingerprint: Option<String>,
+    pub filter_bits: usize,
+    /// `None` for anonlink JSON, which does not record it.
+    pub key_check_value: Option<String>,
+}
+
+/// The encodings of one site, in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClkFile {
+    pub meta: ClkMeta,
+    /// The site's record keys, one per record.
+    pub ids: Vec<String>,
+    /// All clks back to back: record `i` is `clks[i * b..(i + 1) * b]` with `b = filter_bytes()`.
+    pub clks: Vec<u8>,
+    pub popcounts: Vec<u16>,
+}
+
+impl ClkFile {
+    /// Bytes per clk.
+    pub fn filter_bytes(&self) -> usize {
+        self.meta.filter_bits.div_ceil(8)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The clk of record `i`.
+    pub fn clk(&self, i: usize) -> &[u8] {
+        let b = self.filter_bytes();
+        &self.clks[i * b..(i + 1) * b]
+    }
+}
+
+/// Counts the set bits of a clk.
+pub fn popcount(clk: &[u8]) -> u16 {
+    clk.iter().map(|b| b.count_ones()).sum::<u32>() as u16
+}
+
+/// Errors reading or writing clk files.
+#[derive(Debug, thiserror::Error)]
+pub enum ClkFileError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a pprl encoding: {problem} (expected columns id: Utf8, clk: FixedSizeBinary, \
+         popcount: UInt16 and the pprl.* metadata that `pprl encode` writes)"
+    )]
+    NotPprl { path: PathBuf, problem: String },
+    #[error("{path} is not an anonlink clk JSON file: {problem}")]
+    BadJson { path: PathBuf, problem: String },
+    #[error("{path}: record {row} has {found} bytes but the file's filter length needs {expected}")]
+    WrongLength {
+        path: PathBuf,
+        row: usize,
+        found: usize,
+        expected: usize,
+    },
+}
+
+/// Writes `file` as `.clk.parquet` at `path`, atomically.
+///
+/// # Errors
+/// [`ClkFileError`] naming the path.
+pub fn write_parquet(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
+    let bytes = file.filter_bytes();
+    assert_eq!(file.clks.len(), file.ids.len() * bytes, "clks and ids disagree");
+    assert_eq!(file.popcounts.len(), file.ids.len(), "popcounts and ids disagree");
+    let schema = Arc::new(clk_schema(bytes));
+    let clk = FixedSizeBinaryArray::try_new(bytes as i32, Buffer::from(file.clks.clone()), None)
+        .expect("clk length checked above");
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(&file.ids)),
+            Arc::new(clk),
+            Arc::new(UInt16Array::from(file.popcounts.clone())),
+        ],
+    )
+    .expect("columns match the schema");
+    let filter_bits = file.meta.filter_bits.to_string();
+    let record_count = file.ids.len().to_string();
+    let mut metadata = vec![
+        (keys::ENGINE_VERSION, file.meta.engine_version.as_str()),
+        (keys::SITE, file.meta.site.as_str()),
+        (keys::FILTER_BITS, filter_bits.as_str()),
+        (keys::RECORD_COUNT, record_count.as_str()),
+    ];
+    if let Some(f) = &file.meta.schema_fingerprint {
+        metadata.push((keys::SCHEMA_FINGERPRINT, f));
+    }
+    if let Some(k) = &file.meta.key_check_value {
+        metadata.push((keys::KEY_CHECK_VALUE, k));
+    }
+    table::write_batches(path, schema, &[batch], &metadata)?;
+    Ok(())
+}
+
+/// The Arrow schema of a `.clk.parquet` file with clks of `bytes` bytes.
+pub fn clk_schema(bytes: usize) -> Schema {
+    Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("clk", DataType::FixedSizeBinary(bytes as i32), false),
+        Field::new("popcount", DataType::UInt16, false),
+    ])
+}
+
+/// Writes the clks as anonlink's `{"clks": [base64, ...]}` JSON, atomically.
+/// Ids and metadata are not part of that format.
+///
+/// # Errors
+/// [`ClkFileError::Io`] naming the path.
+pub fn write_clkhash_json(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
+    let clks: Vec<String> = (0..file.len()).map(|i| BASE64.encode(file.clk(i))).collect();
+    let text = serde_json::to_string(&serde_json::json!({ "clks": clks }))
+        .expect("strings serialise");
+    atomic::write_all(path, text.as_bytes()).map_err(|source| ClkFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a clk file: `.json` as anonlink JSON, anything else as `.clk.parquet`.
+/// `site` overrides the site name stored in the file; anonlink JSON has none,
+/// so without `site` its file stem is used.
+///
+/// # Errors
+/// [`ClkFileError`] naming the path and the problem.
+pub fn read(path: &Path, site: Option<&str>) -> Result<ClkFile, ClkFileError> {
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let mut file = if is_json {
+        read_clkhash_json(path)?
+    } else {
+        read_parquet(path)?
+    };
+    if let Some(site) = site {
+        file.meta.site = site.to_owned();
+    }
+    Ok(file)
+}
+
+fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
+    let (schema, batches, metadata) = table::read_batches(path)?;
+    let not_pprl = |problem: String| ClkFileError::NotPprl {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let column_type = |name: &str| {
+        schema
+            .field_with_name(name)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| {
+                let found: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                not_pprl(format!("no column `{name}` (columns: {})", found.join(", ")))
+            })
+    };
+    let bytes = match column_type("clk")? {
+        DataType::FixedSizeBinary(n) if n > 0 => n as usize,
+        other => return Err(not_pprl(format!("column `clk` is {other}"))),
+    };
+    if column_type("id")? != DataType::Utf8 {
+        return Err(not_pprl("column `id` is not Utf8".into()));
+    }
+    let filter_bits = required(&metadata, keys::FILTER_BITS).map_err(&not_pprl)?;
+    let filter_bits: usize = filter_bits
+        .parse()
+        .ok()
+        .filter(|bits: &usize| bits.div_ceil(8) == bytes)
+        .ok_or_else(|| {
+            not_pprl(format!(
+                "metadata {} = {filter_bits:?} does not fit clks of {bytes} bytes",
+                keys::FILTER_BITS
+            ))
+        })?;
+    let meta = ClkMeta {
+        engine_version: required(&metadata, keys::ENGINE_VERSION).map_err(&not_pprl)?,
+        site: required(&metadata, keys::SITE).map_err(&not_pprl)?,
+        schema_fingerprint: metadata.get(keys::SCHEMA_FINGERPRINT).cloned(),
+        filter_bits,
+        key_check_value: metadata.get(keys::KEY_CHECK_VALUE).cloned(),
+    };
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut ids = Vec::with_capacity(rows);
+    let mut clks = Vec::with_capacity(rows * bytes);
+    for batch in &batches {
+        let id = batch
+            .column_by_name("id")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| not_pprl("column `id` is not Utf8".into()))?;
+        let clk = batch
+            .column_by_name("clk")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+            .ok_or_else(|| not_pprl("column `clk` is not FixedSizeBinary".into()))?;
+        if id.null_count() > 0 || clk.null_count() > 0 {
+            return Err(not_pprl("null ids or clks".into()));
+        }
+        ids.extend(id.iter().map(|v| v.unwrap_or_default().to_owned()));
+        clks.extend_from_slice(&clk.value_data()[..clk.len() * bytes]);
+    }
+    if let Some(count) = metadata.get(keys::RECORD_COUNT)
+        && count.parse::<usize>().ok() != Some(ids.len())
+    {
+        return Err(not_pprl(format!(
+            "metadata says {count} records but the file holds {}",
+            ids.len()
+        )));
+    }
+    // Recomputed rather than trusted: it costs little and a stale column would
+    // silently corrupt the length filter.
+    let popcounts = clks.chunks_exact(bytes).map(popcount).collect();
+    Ok(ClkFile {
+        meta,
+        ids,
+        clks,
+        popcounts,
+    })
+}
+
+fn required(metadata: &HashMap<String, String>, key: &str) -> Result<String, String> {
+    metadata
+        .get(key)
+        .cloned()
+        .ok_or_else(|| format!("metadata key `{key}` is missing"))
+}
+
+fn read_clkhash_json(path: &Path) -> Result<ClkFile, ClkFileError> {
+    let bad = |problem: String| ClkFileError::BadJson {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ClkFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[derive(serde::Deserialize)]
+    struct Clks {
+        clks: Vec<String>,
+    }
+    let parsed: Clks = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let mut clks = Vec::new();
+    let mut bytes = None;
+    for (row, encoded) in parsed.clks.iter().enumerate() {
+        let clk = BASE64
+            .decode(encoded)
+            .map_err(|e| bad(format!("clk {row} is not base64: {e}")))?;
+        let expected = *bytes.get_or_insert(clk.len());
+        if clk.len() != expected || expected == 0 {
+            return Err(ClkFileError::WrongLength {
+                path: path.to_path_buf(),
+                row,
+                found: clk.len(),
+                expected,
+            });
+        }
+        clks.extend_from_slice(&clk);
+    }
+    let bytes = bytes.unwrap_or(0);
+    let site = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().trim_end_matches(".clks").to_owned())
+        .unwrap_or_default();
+    Ok(ClkFile {
+        meta: ClkMeta {
+            engine_version: "anonlink-json".into(),
+            site,
+            schema_fingerprint: None,
+            filter_bits: bytes * 8,
+            key_check_value: None,
+        },
+        ids: (0..parsed.clks.len()).map(|i| i.to_string()).collect(),
+        popcounts: clks.chunks_exact(bytes.max(1)).map(popcount).collect(),
+        clks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ClkFile {
+        let clks = vec![0b1000_0001, 0xff, 0x00, 0x10];
+        ClkFile {
+            meta: ClkMeta {
+                engine_version: crate::ENGINE_VERSION.into(),
+                site: "A".into(),
+                schema_fingerprint: Some("f".repeat(64)),
+                filter_bits: 16,
+                key_check_value: Some("k".repeat(32)),
+            },
+            ids: vec!["r1".into(), "r2".into()],
+            popcounts: clks.chunks(2).map(popcount).collect(),
+            clks,
+        }
+    }
+
+    #[test]
+    fn parquet_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.clk.parquet");
+        let file = sample();
+        write_parquet(&path, &file).unwrap();
+        assert_eq!(read(&path, None).unwrap(), file);
+        assert_eq!(read(&path, Some("Z")).unwrap().meta.site, "Z");
+    }
+
+    #[test]
+    fn json_round_trip_keeps_clks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.clks.json");
+        let file = sample();
+        write_clkhash_json(&path, &file).unwrap();
+        let back = read(&path, None).unwrap();
+        assert_eq!(back.clks, file.clks);
+        assert_eq!(back.popcounts, vec![10, 1]);
+        assert_eq!(back.ids, vec!["0", "1"]);
+        assert_eq!(back.meta.site, "a");
+        assert_eq!(back.meta.key_check_value, None);
+    }
+
+    #[test]
+    fn parquet_without_pprl_columns_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.parquet");
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::UInt16, false)])),
+            vec![Arc::new(UInt16Array::from(vec![1u16]))],
+        )
+        .unwrap();
+        table::write_batch(&path, &batch, &[]).unwrap();
+        let err = read(&path, None).unwrap_err().to_string();
+        assert!(err.contains("not a pprl encoding") && err.contains("no column `clk`"), "{err}");
+    }
+
+    #[test]
+    fn json_with_unequal_lengths_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, r#"{"clks": ["AAA=", "AA=="]}"#).unwrap();
+        assert!(matches!(
+            read(&path, None),
+            Err(ClkFileError::WrongLength { row: 1, .. })
+        ));
+    }
+}
