@@ -23,6 +23,7 @@
 //! The secret only ever lives in a [`secret::Secret`], which refuses to be
 //! printed.
 
+pub mod block;
 pub mod encode;
 pub mod evaluate;
 pub mod io;
@@ -32,7 +33,9 @@ pub mod release;
 pub mod schema;
 pub mod secret;
 pub mod similarity;
+pub mod site;
 pub mod solve;
+pub mod synth;
 pub mod tokenize;
 
 /// The engine version written into every output file's metadata.

@@ -1,1 +1,950 @@
-//! The linkage unit's match run: checks the inputs, finds candidates, solves.
+//! The linkage unit's match run: the sites' clk files in, links and entities
+//! out.
+//!
+//! [`run_match`] reads every input ([`crate::io::clk_file`]), refuses what
+//! cannot be linked before comparing anything (different filter length,
+//! linkage schema or secret; two inputs claiming one site; an id twice in one
+//! site), finds the candidate pairs ([`crate::similarity`]) and solves them
+//! ([`crate::solve`]): one input is deduplicated, two are linked one-to-one,
+//! more are clustered with at most one record per site in each entity. The
+//! [`MatchOutcome`] holds links, entities and the figures of the run;
+//! [`write_outputs`] writes `links.parquet`, `entities.parquet` and optionally
+//! `scores.parquet`, all or nothing.
+//!
+//! Sites are ordered by name before anything else, so neither the order of the
+//! files on the command line nor the number of threads changes the result.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{Float32Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+
+use crate::io::atomic::AtomicFile;
+use crate::io::clk_file::{self, ClkFile, ClkFileError};
+use crate::io::table;
+use crate::similarity::{self, Candidate, Kernel, PackedClks, SearchOptions, SearchStats};
+use crate::solve::{self, DedupOptions, RecordRef, ScoredPair};
+
+/// The threshold used when none is given. Chosen on Febrl4 (5,000 × 5,000
+/// records with typing errors) encoded with the default schema: it keeps
+/// precision and recall of the two-site link above 0.99 and 0.98.
+pub const DEFAULT_THRESHOLD: f64 = 0.8;
+
+/// The file names [`write_outputs`] writes into the output directory.
+pub const LINKS_FILE: &str = "links.parquet";
+/// See [`LINKS_FILE`].
+pub const ENTITIES_FILE: &str = "entities.parquet";
+
+/// What to match and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchOptions {
+    /// Pairs scoring at least this become candidates for the solver; in `(0, 1]`.
+    pub threshold: f64,
+    /// Also keep every pair scoring at least this (for `scores.parquet`); in
+    /// `(0, threshold]`. `None` keeps no scores.
+    pub min_score: Option<f64>,
+    /// Keep at most the `k` best candidates of each record (see
+    /// [`SearchOptions::top_k`]); of two sites, the records of the site whose
+    /// name sorts first.
+    pub top_k: Option<usize>,
+    /// Deduplication only: the largest entity allowed.
+    pub max_cluster_size: Option<usize>,
+}
+
+impl Default for MatchOptions {
+    fn default() -> Self {
+        Self {
+            threshold: DEFAULT_THRESHOLD,
+            min_score: None,
+            top_k: None,
+            max_cluster_size: None,
+        }
+    }
+}
+
+/// One input file and, optionally, the site name to use instead of the one it
+/// stores (anonlink JSON stores none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchInput {
+    /// The `.clk.parquet` or anonlink JSON file.
+    pub path: PathBuf,
+    /// Overrides the file's site name.
+    pub site: Option<String>,
+}
+
+/// Reports how far the comparison has come, from worker threads.
+pub trait MatchProgress: Sync {
+    /// The comparison starts; `total` records will be reported in all.
+    fn start(&self, _total: u64) {}
+    /// `records` more records have been compared with everything they need.
+    fn advance(&self, _records: u64) {}
+    /// The comparison is over.
+    fn finish(&self) {}
+}
+
+/// A [`MatchProgress`] that reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl MatchProgress for NoProgress {}
+
+/// Why a match run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MatchError {
+    #[error("no input files: give one file to deduplicate, or two or more to link")]
+    NoInputs,
+    #[error("the threshold must be greater than 0 and at most 1, not {0}")]
+    Threshold(f64),
+    #[error(
+        "the minimum score must be greater than 0 and at most the threshold {threshold}, not {min_score}"
+    )]
+    MinScore { min_score: f64, threshold: f64 },
+    #[error("top-k must be at least 1")]
+    TopK,
+    #[error("the maximum cluster size must be at least 2")]
+    MaxClusterSize,
+    #[error(transparent)]
+    Read(#[from] ClkFileError),
+    #[error("{path} and {other} are both site {site:?}: give every input its own site name")]
+    DuplicateSite {
+        site: String,
+        path: PathBuf,
+        other: PathBuf,
+    },
+    #[error(
+        "{path} has {bits}-bit clks but {reference} has {reference_bits}-bit clks: \
+         all sites must encode with the same linkage schema"
+    )]
+    FilterLength {
+        path: PathBuf,
+        bits: usize,
+        reference: PathBuf,
+        reference_bits: usize,
+    },
+    #[error(
+        "{path} was encoded with a different secret than {reference} (their key check values \
+         differ): every site must use the same project secret"
+    )]
+    DifferentSecret { path: PathBuf, reference: PathBuf },
+    #[error(
+        "{path} was encoded with a different linkage schema than {reference} (schema \
+         fingerprint {found} vs {expected}): every site must use the same schema file"
+    )]
+    DifferentSchema {
+        path: PathBuf,
+        reference: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{path}: id {id:?} is used by rows {first} and {second}; ids must be unique within a site"
+    )]
+    DuplicateId {
+        path: PathBuf,
+        id: String,
+        first: usize,
+        second: usize,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteParquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+}
+
+/// One site of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Its name (from the file or the override).
+    pub name: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its record ids, in file order.
+    pub ids: Vec<String>,
+}
+
+/// A pair of records and their score; `a` sorts before `b` by (site name, id).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// The first record.
+    pub a: RecordRef,
+    /// The second record.
+    pub b: RecordRef,
+    /// Dice score.
+    pub score: f64,
+}
+
+/// How the inputs were solved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchMode {
+    /// One site: deduplication.
+    Deduplicate,
+    /// Two sites: greedy one-to-one.
+    TwoSites,
+    /// Three or more sites: greedy clustering, one record per site per entity.
+    MultiParty,
+}
+
+/// The figures of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchSummary {
+    /// How the inputs were solved.
+    pub mode: MatchMode,
+    /// The kernel that compared clks.
+    pub kernel: Kernel,
+    /// Filter length in bits.
+    pub filter_bits: usize,
+    /// Pairs whose clks were compared.
+    pub comparisons: u64,
+    /// Pairs skipped because their popcounts could not reach the lowest score kept.
+    pub skipped_by_length: u64,
+    /// Pairs scoring at least the threshold (after top-k), handed to the solver.
+    pub candidates: u64,
+    /// Pairs scoring at least the minimum score (`scores.parquet` rows).
+    pub scored_pairs: Option<u64>,
+    /// Accepted links.
+    pub links: u64,
+    /// Entities, singletons included.
+    pub entities: u64,
+    /// Inputs that carry no schema fingerprint or key check value (anonlink
+    /// JSON), so that they could not be checked.
+    pub unchecked: Vec<PathBuf>,
+    /// Seconds from reading the inputs to the solved result.
+    pub seconds: f64,
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchOutcome {
+    /// The sites, sorted by name; [`RecordRef::site`] indexes this.
+    pub sites: Vec<Site>,
+    /// Accepted links, sorted by (site_a, id_a, site_b, id_b).
+    pub links: Vec<Link>,
+    /// Every pair scoring at least the minimum score, in the same order, when asked for.
+    pub scores: Option<Vec<Link>>,
+    /// `(entity_id, record)` for every record, sorted by (entity_id, site, id);
+    /// entity ids count from 0 in order of the smallest (site, id) they hold.
+    pub entities: Vec<(u64, RecordRef)>,
+    /// Figures of the run.
+    pub summary: MatchSummary,
+    schema_fingerprint: Option<String>,
+    threshold: f64,
+}
+
+impl MatchOutcome {
+    /// The site name and id of a record.
+    pub fn record(&self, r: RecordRef) -> (&str, &str) {
+        let site = &self.sites[r.site as usize];
+        (&site.name, &site.ids[r.record as usize])
+    }
+}
+
+/// Reads the inputs and matches them.
+///
+/// # Errors
+/// [`MatchError`] for options out of range, unreadable or mismatched inputs.
+pub fn run_match(
+    options: &MatchOptions,
+    inputs: &[MatchInput],
+    progress: &dyn MatchProgress,
+) -> Result<MatchOutcome, MatchError> {
+    check_options(options)?;
+    if inputs.is_empty() {
+        return Err(MatchError::NoInputs);
+    }
+    let start = Instant::now();
+    let files = inputs
+        .iter()
+        .map(|input| {
+            Ok((
+                input.path.clone(),
+                clk_file::read(&input.path, input.site.as_deref())?,
+            ))
+        })
+        .collect::<Result<Vec<_>, MatchError>>()?;
+    let mut outcome = match_files(options, files, progress)?;
+    outcome.summary.seconds = start.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Matches clk files already in memory, each with the path that names it in
+/// errors.
+///
+/// # Errors
+/// As [`run_match`], except for reading.
+pub fn match_files(
+    options: &MatchOptions,
+    mut files: Vec<(PathBuf, ClkFile)>,
+    progress: &dyn MatchProgress,
+) -> Result<MatchOutcome, MatchError> {
+    check_options(options)?;
+    if files.is_empty() {
+        return Err(MatchError::NoInputs);
+    }
+    let start = Instant::now();
+    let unchecked = check_compatible(&files)?;
+    files.sort_by(|x, y| x.1.meta.site.cmp(&y.1.meta.site));
+    for pair in files.windows(2) {
+        if pair[0].1.meta.site == pair[1].1.meta.site {
+            return Err(MatchError::DuplicateSite {
+                site: pair[0].1.meta.site.clone(),
+                path: pair[1].0.clone(),
+                other: pair[0].0.clone(),
+            });
+        }
+    }
+    for (path, file) in &files {
+        check_unique_ids(path, &file.ids)?;
+    }
+
+    let filter_bits = files[0].1.meta.filter_bits;
+    let schema_fingerprint = files
+        .iter()
+        .find_map(|f| f.1.meta.schema_fingerprint.clone());
+    let bytes = filter_bits.div_ceil(8).max(1);
+    let packed: Vec<PackedClks> = files
+        .iter()
+        .map(|(_, f)| PackedClks::from_bytes(&f.clks, bytes))
+        .collect();
+    let sites: Vec<Site> = files
+        .into_iter()
+        .map(|(path, f)| Site {
+            name: f.meta.site,
+            path,
+            ids: f.ids,
+        })
+        .collect();
+
+    // One search at the lowest score anyone asked for.
+    let search_threshold = options
+        .min_score
+        .unwrap_or(options.threshold)
+        .min(options.threshold);
+    let search = SearchOptions {
+        top_k: options.top_k,
+        ..SearchOptions::new(search_threshold)
+    };
+    let advance = |n: u64| progress.advance(n);
+    let mut stats = SearchStats::default();
+    let mut scored: Vec<ScoredPair> = Vec::new();
+    let mode = match sites.len() {
+        1 => MatchMode::Deduplicate,
+        2 => MatchMode::TwoSites,
+        _ => MatchMode::MultiParty,
+    };
+    if mode == MatchMode::Deduplicate {
+        progress.start(packed[0].len() as u64);
+        let (found, s) = similarity::search_self(&packed[0], &search, &advance);
+        stats += s;
+        scored.extend(found.iter().map(|c| scored_pair(c, 0, 0)));
+    } else {
+        let total: u64 = (0..packed.len())
+            .map(|i| packed[i].len() as u64 * (packed.len() - 1 - i) as u64)
+            .sum();
+        progress.start(total);
+        for i in 0..packed.len() {
+            for j in i + 1..packed.len() {
+                let (found, s) = similarity::search_pair(&packed[i], &packed[j], &search, &advance);
+                stats += s;
+                scored.extend(found.iter().map(|c| scored_pair(c, i as u32, j as u32)));
+            }
+        }
+    }
+    progress.finish();
+
+    let accepted: Vec<ScoredPair> = scored
+        .iter()
+        .filter(|p| p.score >= options.threshold)
+        .copied()
+        .collect();
+    let sizes: Vec<usize> = sites.iter().map(|s| s.ids.len()).collect();
+    let solution = match mode {
+        MatchMode::Deduplicate => solve::deduplicate(
+            sizes[0],
+            &accepted,
+            DedupOptions {
+                max_cluster_size: options.max_cluster_size,
+            },
+        ),
+        MatchMode::TwoSites => solve::greedy_one_to_one([sizes[0], sizes[1]], &accepted),
+        MatchMode::MultiParty => solve::greedy_clusters(&sizes, &accepted),
+    };
+
+    let links = sorted_links(&sites, solution.links.iter().map(|&i| &accepted[i]));
+    let scores = options
+        .min_score
+        .map(|_| sorted_links(&sites, scored.iter()));
+    let entities = numbered_entities(&sites, &solution.entity);
+    let summary = MatchSummary {
+        mode,
+        kernel: Kernel::best(),
+        filter_bits,
+        comparisons: stats.comparisons,
+        skipped_by_length: stats.skipped_by_length,
+        candidates: accepted.len() as u64,
+        scored_pairs: scores.as_ref().map(|s| s.len() as u64),
+        links: links.len() as u64,
+        entities: solution.entity_count() as u64,
+        unchecked,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(MatchOutcome {
+        sites,
+        links,
+        scores,
+        entities,
+        summary,
+        schema_fingerprint,
+        threshold: options.threshold,
+    })
+}
+
+fn check_options(options: &MatchOptions) -> Result<(), MatchError> {
+    let t = options.threshold;
+    if !(t > 0.0 && t <= 1.0) {
+        return Err(MatchError::Threshold(t));
+    }
+    if let Some(m) = options.min_score
+        && !(m > 0.0 && m <= t)
+    {
+        return Err(MatchError::MinScore {
+            min_score: m,
+            threshold: t,
+        });
+    }
+    if options.top_k == Some(0) {
+        return Err(MatchError::TopK);
+    }
+    if options.max_cluster_size.is_some_and(|m| m < 2) {
+        return Err(MatchError::MaxClusterSize);
+    }
+    Ok(())
+}
+
+/// Checks that every file can be compared with the first: same filter
+/// length, and, where both files record them, same secret and schema.
+/// Returns the files that record neither.
+fn check_compatible(files: &[(PathBuf, ClkFile)]) -> Result<Vec<PathBuf>, MatchError> {
+    let (first_path, first) = &files[0];
+    let with_kcv = files.iter().find(|f| f.1.meta.key_check_value.is_some());
+    let with_fp = files.iter().find(|f| f.1.meta.schema_fingerprint.is_some());
+    let mut unchecked = Vec::new();
+    for (path, file) in files {
+        if file.meta.filter_bits != first.meta.filter_bits {
+            return Err(MatchError::FilterLength {
+                path: path.clone(),
+                bits: file.meta.filter_bits,
+                reference: first_path.clone(),
+                reference_bits: first.meta.filter_bits,
+            });
+        }
+        if let (Some(kcv), Some((ref_path, reference))) = (&file.meta.key_check_value, with_kcv)
+            && Some(kcv) != reference.meta.key_check_value.as_ref()
+        {
+            return Err(MatchError::DifferentSecret {
+                path: path.clone(),
+                reference: ref_path.clone(),
+            });
+        }
+        if let (Some(fp), Some((ref_path, reference))) = (&file.meta.schema_fingerprint, with_fp)
+            && let Some(expected) = &reference.meta.schema_fingerprint
+            && fp != expected
+        {
+            return Err(MatchError::DifferentSchema {
+                path: path.clone(),
+                reference: ref_path.clone(),
+                found: short(fp),
+                expected: short(expected),
+            });
+        }
+        if file.meta.key_check_value.is_none() || file.meta.schema_fingerprint.is_none() {
+            unchecked.push(path.clone());
+        }
+    }
+    Ok(unchecked)
+}
+
+/// A fingerprint prefix long enough to tell two apart in a message.
+fn short(fingerprint: &str) -> String {
+    fingerprint.chars().take(12).collect()
+}
+
+fn check_unique_ids(path: &Path, ids: &[String]) -> Result<(), MatchError> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    for (row, id) in ids.iter().enumerate() {
+        if let Some(first) = seen.insert(id, row) {
+            return Err(MatchError::DuplicateId {
+                path: path.to_path_buf(),
+                id: id.clone(),
+                first: first + 1,
+                second: row + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn scored_pair(c: &Candidate, site_a: u32, site_b: u32) -> ScoredPair {
+    ScoredPair {
+        a: RecordRef::new(site_a, c.a),
+        b: RecordRef::new(site_b, c.b),
+        score: c.score,
+    }
+}
+
+/// Orders records by (site name, id): sites are sorted by name already.
+fn record_cmp(sites: &[Site], x: RecordRef, y: RecordRef) -> Ordering {
+    x.site.cmp(&y.site).then_with(|| {
+        sites[x.site as usize].ids[x.record as usize]
+            .cmp(&sites[y.site as usize].ids[y.record as usize])
+    })
+}
+
+fn sorted_links<'a>(sites: &[Site], pairs: impl Iterator<Item = &'a ScoredPair>) -> Vec<Link> {
+    let mut links: Vec<Link> = pairs
+        .map(|p| {
+            if record_cmp(sites, p.a, p.b) == Ordering::Greater {
+                Link {
+                    a: p.b,
+                    b: p.a,
+                    score: p.score,
+                }
+            } else {
+                Link {
+                    a: p.a,
+                    b: p.b,
+                    score: p.score,
+                }
+            }
+        })
+        .collect();
+    links.sort_by(|x, y| record_cmp(sites, x.a, y.a).then_with(|| record_cmp(sites, x.b, y.b)));
+    links
+}
+
+/// Renumbers the solver's entities in order of the smallest (site, id) they
+/// hold and lists `(entity_id, record)` sorted by (entity_id, site, id).
+fn numbered_entities(sites: &[Site], entity: &[Vec<u32>]) -> Vec<(u64, RecordRef)> {
+    let mut records: Vec<RecordRef> = Vec::with_capacity(entity.iter().map(Vec::len).sum());
+    for (s, site) in sites.iter().enumerate() {
+        let mut order: Vec<u32> = (0..site.ids.len() as u32).collect();
+        order.sort_by(|&x, &y| site.ids[x as usize].cmp(&site.ids[y as usize]));
+        records.extend(order.into_iter().map(|r| RecordRef::new(s as u32, r)));
+    }
+    // `records` is now in (site, id) order: the first time an entity is seen
+    // is at its smallest record.
+    let count = entity
+        .iter()
+        .flatten()
+        .map(|&e| e as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut number = vec![u64::MAX; count];
+    let mut next = 0;
+    let mut rows: Vec<(u64, RecordRef)> = records
+        .into_iter()
+        .map(|r| {
+            let e = entity[r.site as usize][r.record as usize] as usize;
+            if number[e] == u64::MAX {
+                number[e] = next;
+                next += 1;
+            }
+            (number[e], r)
+        })
+        .collect();
+    // Stable: within an entity, records keep their (site, id) order.
+    rows.sort_by_key(|&(e, _)| e);
+    rows
+}
+
+/// Writes `links.parquet` and `entities.parquet` into `out_dir` (created if
+/// missing) and, when the outcome holds scores and `scores_path` is given,
+/// the scores there. All files are written to temporary files first and
+/// renamed at the end: a failed run leaves none of them.
+///
+/// # Errors
+/// [`MatchError::Write`] / [`MatchError::WriteParquet`] naming the file.
+pub fn write_outputs(
+    outcome: &MatchOutcome,
+    out_dir: &Path,
+    scores_path: Option<&Path>,
+) -> Result<Vec<PathBuf>, MatchError> {
+    let created_dir = !out_dir.exists();
+    let result = write_all(outcome, out_dir, scores_path);
+    if result.is_err() && created_dir {
+        // Leave nothing behind; `remove_dir` only removes it while empty.
+        let _ = std::fs::remove_dir(out_dir);
+    }
+    result
+}
+
+fn write_all(
+    outcome: &MatchOutcome,
+    out_dir: &Path,
+    scores_path: Option<&Path>,
+) -> Result<Vec<PathBuf>, MatchError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| MatchError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let threshold = outcome.threshold.to_string();
+    let site_names: Vec<&str> = outcome.sites.iter().map(|s| s.name.as_str()).collect();
+    let site_names = site_names.join(",");
+    let mut metadata = vec![
+        (clk_file::keys::ENGINE_VERSION, crate::ENGINE_VERSION),
+        ("pprl.threshold", threshold.as_str()),
+        ("pprl.sites", site_names.as_str()),
+    ];
+    if let Some(fp) = &outcome.schema_fingerprint {
+        metadata.push((clk_file::keys::SCHEMA_FINGERPRINT, fp.as_str()));
+    }
+
+    let mut pending: Vec<(PathBuf, RecordBatch)> = vec![
+        (
+            out_dir.join(LINKS_FILE),
+            links_batch(outcome, &outcome.links),
+        ),
+        (out_dir.join(ENTITIES_FILE), entities_batch(outcome)),
+    ];
+    if let (Some(path), Some(scores)) = (scores_path, &outcome.scores) {
+        pending.push((path.to_path_buf(), links_batch(outcome, scores)));
+    }
+    let mut written = Vec::with_capacity(pending.len());
+    for (path, batch) in &pending {
+        written.push(write_parquet(path, batch, &metadata)?);
+    }
+    // Every file is complete: now rename them all.
+    let mut paths = Vec::with_capacity(pending.len());
+    for (file, (path, _)) in written.into_iter().zip(pending) {
+        file.commit().map_err(|source| MatchError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn write_parquet(
+    path: &Path,
+    batch: &RecordBatch,
+    metadata: &[(&str, &str)],
+) -> Result<AtomicFile, MatchError> {
+    let io_err = |source| MatchError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let pq_err = |source| MatchError::WriteParquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = AtomicFile::create(path).map_err(io_err)?;
+    let file: File = out.file().try_clone().map_err(io_err)?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        batch.schema(),
+        Some(table::writer_properties(metadata)),
+    )
+    .map_err(pq_err)?;
+    writer.write(batch).map_err(pq_err)?;
+    writer.close().map_err(pq_err)?;
+    Ok(out)
+}
+
+fn links_batch(outcome: &MatchOutcome, links: &[Link]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("site_a", DataType::Utf8, false),
+        Field::new("id_a", DataType::Utf8, false),
+        Field::new("site_b", DataType::Utf8, false),
+        Field::new("id_b", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]);
+    let a: Vec<(&str, &str)> = links.iter().map(|l| outcome.record(l.a)).collect();
+    let b: Vec<(&str, &str)> = links.iter().map(|l| outcome.record(l.b)).collect();
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from_iter_values(a.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(a.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(b.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(b.iter().map(|r| r.1))),
+            Arc::new(Float32Array::from_iter_values(
+                links.iter().map(|l| l.score as f32),
+            )),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+fn entities_batch(outcome: &MatchOutcome) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("entity_id", DataType::Int64, false),
+        Field::new("site", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, false),
+    ]);
+    let rows: Vec<(&str, &str)> = outcome
+        .entities
+        .iter()
+        .map(|&(_, r)| outcome.record(r))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(
+                outcome.entities.iter().map(|&(e, _)| e as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::clk_file::ClkMeta;
+
+    fn file(site: &str, ids: &[&str], clks: &[[u8; 2]]) -> (PathBuf, ClkFile) {
+        let flat: Vec<u8> = clks.concat();
+        (
+            PathBuf::from(format!("{site}.clk.parquet")),
+            ClkFile {
+                meta: ClkMeta {
+                    engine_version: crate::ENGINE_VERSION.into(),
+                    site: site.into(),
+                    schema_fingerprint: Some("f".repeat(64)),
+                    filter_bits: 16,
+                    key_check_value: Some("k".repeat(32)),
+                },
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+                popcounts: flat.chunks(2).map(clk_file::popcount).collect(),
+                clks: flat,
+            },
+        )
+    }
+
+    fn names(o: &MatchOutcome, links: &[Link]) -> Vec<(String, String, String, String)> {
+        links
+            .iter()
+            .map(|l| {
+                let (sa, ia) = o.record(l.a);
+                let (sb, ib) = o.record(l.b);
+                (sa.into(), ia.into(), sb.into(), ib.into())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_sites_link_one_to_one_and_everyone_gets_an_entity() {
+        let a = file(
+            "A",
+            &["a2", "a1", "a3"],
+            &[[0xff, 0x0f], [0xf0, 0xf0], [0x01, 0x00]],
+        );
+        let b = file("B", &["b1", "b2"], &[[0xff, 0x1f], [0xf0, 0xf1]]);
+        // Given in reverse order: sites are sorted by name anyway.
+        let o = match_files(&MatchOptions::default(), vec![b, a], &NoProgress).unwrap();
+        assert_eq!(o.summary.mode, MatchMode::TwoSites);
+        assert_eq!(
+            names(&o, &o.links),
+            vec![
+                ("A".into(), "a1".into(), "B".into(), "b2".into()),
+                ("A".into(), "a2".into(), "B".into(), "b1".into()),
+            ]
+        );
+        // Entities numbered by smallest (site, id): a1 -> 0, a2 -> 1, a3 -> 2.
+        let rows: Vec<(u64, (&str, &str))> =
+            o.entities.iter().map(|&(e, r)| (e, o.record(r))).collect();
+        assert_eq!(
+            rows,
+            vec![
+                (0, ("A", "a1")),
+                (0, ("B", "b2")),
+                (1, ("A", "a2")),
+                (1, ("B", "b1")),
+                (2, ("A", "a3"))
+            ]
+        );
+        assert_eq!(o.summary.entities, 3);
+        assert_eq!(o.summary.comparisons + o.summary.skipped_by_length, 6);
+    }
+
+    #[test]
+    fn mismatched_inputs_are_refused_with_the_file_named() {
+        let a = file("A", &["1"], &[[1, 2]]);
+        let mut b = file("B", &["1"], &[[1, 2]]);
+        b.1.meta.key_check_value = Some("x".repeat(32));
+        let err = match_files(&MatchOptions::default(), vec![a.clone(), b], &NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("B.clk.parquet was encoded with a different secret than A.clk.parquet"),
+            "{err}"
+        );
+
+        let mut c = file("C", &["1"], &[[1, 2]]);
+        c.1.meta.schema_fingerprint = Some("0".repeat(64));
+        let err = match_files(&MatchOptions::default(), vec![a.clone(), c], &NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("C.clk.parquet was encoded with a different linkage schema"),
+            "{err}"
+        );
+
+        let mut d = file("D", &["1"], &[[1, 2]]);
+        d.1.meta.filter_bits = 15;
+        let err = match_files(&MatchOptions::default(), vec![a.clone(), d], &NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("D.clk.parquet has 15-bit clks but A.clk.parquet has 16-bit"),
+            "{err}"
+        );
+
+        let dup = file("A", &["2"], &[[1, 2]]);
+        let err = match_files(
+            &MatchOptions::default(),
+            vec![a, (PathBuf::from("x.json"), dup.1)],
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, MatchError::DuplicateSite { ref site, .. } if site == "A"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let a = file("A", &["1", "2", "1"], &[[1, 2], [3, 4], [5, 6]]);
+        let err = match_files(&MatchOptions::default(), vec![a], &NoProgress).unwrap_err();
+        assert!(
+            matches!(err, MatchError::DuplicateId { ref id, first: 1, second: 3, .. } if id == "1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        let a = file("A", &["1"], &[[1, 2]]);
+        for options in [
+            MatchOptions {
+                threshold: 0.0,
+                ..Default::default()
+            },
+            MatchOptions {
+                threshold: 1.5,
+                ..Default::default()
+            },
+            MatchOptions {
+                threshold: f64::NAN,
+                ..Default::default()
+            },
+            MatchOptions {
+                min_score: Some(0.9),
+                threshold: 0.8,
+                ..Default::default()
+            },
+            MatchOptions {
+                top_k: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                match_files(&options, vec![a.clone()], &NoProgress).is_err(),
+                "{options:?}"
+            );
+        }
+        assert!(matches!(
+            match_files(&MatchOptions::default(), vec![], &NoProgress),
+            Err(MatchError::NoInputs)
+        ));
+    }
+
+    #[test]
+    fn dedup_and_scores() {
+        let a = file(
+            "A",
+            &["x", "y", "z", "w"],
+            &[[0xff, 0x0f], [0xff, 0x1f], [0xff, 0x0e], [0, 1]],
+        );
+        let options = MatchOptions {
+            threshold: 0.9,
+            min_score: Some(0.5),
+            ..Default::default()
+        };
+        let o = match_files(&options, vec![a], &NoProgress).unwrap();
+        assert_eq!(o.summary.mode, MatchMode::Deduplicate);
+        // x~y 24/25, x~z 22/23, y~z 22/24 < 0.9... z joins only if complete.
+        let scores = o.scores.as_ref().unwrap();
+        assert!(scores.iter().all(|l| l.score >= 0.5));
+        assert!(scores.len() >= o.links.len());
+        for l in &o.links {
+            let (_, ia) = o.record(l.a);
+            let (_, ib) = o.record(l.b);
+            assert!(ia < ib);
+            assert!(l.score >= 0.9);
+        }
+        assert_eq!(o.entities.len(), 4);
+        // w is alone.
+        let w = o
+            .entities
+            .iter()
+            .find(|(_, r)| o.record(*r).1 == "w")
+            .unwrap()
+            .0;
+        assert_eq!(o.entities.iter().filter(|(e, _)| *e == w).count(), 1);
+    }
+
+    #[test]
+    fn empty_sites_give_singletons() {
+        let a = file("A", &[], &[]);
+        let b = file("B", &["1"], &[[1, 2]]);
+        let o = match_files(&MatchOptions::default(), vec![a, b], &NoProgress).unwrap();
+        assert!(o.links.is_empty());
+        assert_eq!(o.entities.len(), 1);
+        assert_eq!(o.summary.comparisons, 0);
+    }
+
+    #[test]
+    fn outputs_are_written_and_a_failed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file("A", &["1", "2"], &[[0xff, 0], [0, 0xff]]);
+        let b = file("B", &["9", "8"], &[[0xff, 0], [0, 0xfe]]);
+        let options = MatchOptions {
+            min_score: Some(0.5),
+            ..Default::default()
+        };
+        let o = match_files(&options, vec![a, b], &NoProgress).unwrap();
+        let out = dir.path().join("out");
+        let scores = dir.path().join("scores.parquet");
+        let written = write_outputs(&o, &out, Some(&scores)).unwrap();
+        assert_eq!(written.len(), 3);
+        let (_, batches, meta) = table::read_batches(&out.join(LINKS_FILE)).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        assert_eq!(meta.get("pprl.sites").map(String::as_str), Some("A,B"));
+        let (_, batches, _) = table::read_batches(&out.join(ENTITIES_FILE)).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+
+        // The scores path's directory does not exist: nothing at all is written.
+        let out2 = dir.path().join("out2");
+        let bad = dir.path().join("missing").join("scores.parquet");
+        assert!(write_outputs(&o, &out2, Some(&bad)).is_err());
+        assert!(!out2.exists());
+    }
+}

@@ -1,1 +1,492 @@
-//! Normalisation of field values before tokenising.
+//! Normalisation of field values before validation and tokenising.
+//!
+//! Two independent tools live here:
+//!
+//! * [`Normalization`]: the optional per-feature clean-up of pprl's native
+//!   schemas (accents, case, whitespace, punctuation), so that `Dupont`,
+//!   `DUPONT` and `Dupönt` all become `dupont` and `d'Hondt`, `D'HONDT` and
+//!   `d’Hondt` all become `dhondt`. clkhash schemas do not normalise; a feature
+//!   is only normalised when its schema says `"normalize"`.
+//! * [`DateFormat`]: a `strptime` pattern compiled the way CPython's `_strptime`
+//!   compiles it, so that clkhash `date` features accept and refuse exactly
+//!   the values clkhash accepts and refuses, and native schemas can accept
+//!   several input formats. Dates are handed on in the canonical form
+//!   `YYYYMMDD` (clkhash's `DateSpec.OUTPUT_FORMAT`).
+//!
+//! Both hand the encoder a canonical string, which is then validated against
+//! the feature's format and tokenised.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// The clean-up steps applied to one feature's values, in this order:
+///
+/// 1. `removePunctuation` (first half): apostrophes (`'`, `’`, `‘`, `ʼ`, `` ` ``, `´`)
+///    are removed, so `d'Hondt` and `O’Brien` become `dHondt` and `OBrien`;
+/// 2. `foldAccents`: Unicode NFKD, then combining marks are removed
+///    (`Dupönt` → `Dupont`, the ligature `ﬁ` → `fi`);
+/// 3. `caseFold`: lower case, with `ß` → `ss` (`Straße` = `STRASSE`);
+/// 4. `removePunctuation` (second half): every other character that is not a
+///    letter, a digit or whitespace becomes a space. So hyphens and slashes
+///    separate words: `Jean-Pierre` → `jean pierre`, the same as `Jean Pierre`,
+///    because a space and a hyphen are the most frequent variants of a double
+///    name, and a space keeps the word boundary in the n-grams;
+/// 5. `collapseWhitespace`: runs of whitespace become one space, and leading
+///    and trailing whitespace is removed.
+///
+/// In a schema, `"normalize": {}` turns every step on; each key turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Normalization {
+    /// Unicode NFKD and removal of combining marks (accents).
+    pub fold_accents: bool,
+    /// Lower case (full Unicode), `ß` → `ss`.
+    pub case_fold: bool,
+    /// Collapse runs of whitespace into one space; trim both ends.
+    pub collapse_whitespace: bool,
+    /// Remove apostrophes; turn other punctuation and symbols into spaces.
+    pub remove_punctuation: bool,
+}
+
+impl Default for Normalization {
+    /// Every step on.
+    fn default() -> Self {
+        Normalization {
+            fold_accents: true,
+            case_fold: true,
+            collapse_whitespace: true,
+            remove_punctuation: true,
+        }
+    }
+}
+
+/// Apostrophe-like characters, removed (not turned into spaces) by `removePunctuation`.
+fn is_apostrophe(c: char) -> bool {
+    matches!(
+        c,
+        '\'' | '\u{2019}' | '\u{2018}' | '\u{02BC}' | '\u{0060}' | '\u{00B4}' | '\u{2032}'
+    )
+}
+
+impl Normalization {
+    /// Normalises `value` into `out` (cleared first). Allocation-free once
+    /// `out` has grown to the size of the values it sees.
+    pub fn apply_into(&self, value: &str, out: &mut String) {
+        out.clear();
+        // Fast path: pure ASCII needs no Unicode decomposition.
+        if value.is_ascii() || !self.fold_accents {
+            for c in value.chars() {
+                self.push_folded(c, out);
+            }
+        } else {
+            let kept = value.chars().filter(|&c| !(self.remove_punctuation && is_apostrophe(c)));
+            for c in kept.nfkd().filter(|&c| !is_combining_mark(c)) {
+                self.push_folded(c, out);
+            }
+        }
+        if self.collapse_whitespace {
+            collapse_whitespace_in_place(out);
+        }
+    }
+
+    /// Normalises `value` into a new string.
+    pub fn apply(&self, value: &str) -> String {
+        let mut out = String::with_capacity(value.len());
+        self.apply_into(value, &mut out);
+        out
+    }
+
+    /// Steps 1, 3 and 4 for one character (step 2 is done by the caller).
+    fn push_folded(&self, c: char, out: &mut String) {
+        if self.remove_punctuation {
+            if is_apostrophe(c) {
+                return;
+            }
+            if !(c.is_alphanumeric() || c.is_whitespace()) {
+                out.push(' ');
+                return;
+            }
+        }
+        if self.case_fold {
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else if c == 'ß' || c == 'ẞ' {
+                out.push_str("ss");
+            } else {
+                out.extend(c.to_lowercase());
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Collapses whitespace runs to one ASCII space and trims, in place.
+fn collapse_whitespace_in_place(s: &mut String) {
+    let needs_work = s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace)
+        || s.chars()
+            .zip(s.chars().skip(1))
+            .any(|(a, b)| a.is_whitespace() && (b.is_whitespace() || a != ' '));
+    if !needs_work {
+        return;
+    }
+    let mut collapsed = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !collapsed.is_empty() {
+            collapsed.push(' ');
+        }
+        collapsed.push_str(word);
+    }
+    s.clear();
+    s.push_str(&collapsed);
+}
+
+/// One `strptime` directive of a [`DateFormat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Directive {
+    Year4,
+    Year2,
+    Month,
+    MonthAbbr,
+    MonthName,
+    Day,
+    DayOfYear,
+    Hour24,
+    Hour12,
+    Minute,
+    Second,
+    Micro,
+    AmPm,
+    WeekdayAbbr,
+    WeekdayName,
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+impl Directive {
+    fn from_char(c: char) -> Option<Directive> {
+        Some(match c {
+            'Y' => Directive::Year4,
+            'y' => Directive::Year2,
+            'm' => Directive::Month,
+            'b' | 'h' => Directive::MonthAbbr,
+            'B' => Directive::MonthName,
+            'd' => Directive::Day,
+            'j' => Directive::DayOfYear,
+            'H' => Directive::Hour24,
+            'I' => Directive::Hour12,
+            'M' => Directive::Minute,
+            'S' => Directive::Second,
+            'f' => Directive::Micro,
+            'p' => Directive::AmPm,
+            'a' => Directive::WeekdayAbbr,
+            'A' => Directive::WeekdayName,
+            _ => return None,
+        })
+    }
+
+    /// The sub-pattern CPython's `_strptime.TimeRE` uses (with ASCII digits).
+    /// Alternatives are in CPython's order, which decides what a leftmost-first
+    /// match takes.
+    fn pattern(self) -> &'static str {
+        match self {
+            Directive::Year4 => "([0-9][0-9][0-9][0-9])",
+            Directive::Year2 => "([0-9][0-9])",
+            Directive::Month => "(1[0-2]|0[1-9]|[1-9])",
+            Directive::MonthAbbr => "(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
+            Directive::MonthName => {
+                "(september|february|november|december|january|october|august|march|april|june|july|may)"
+            }
+            Directive::Day => "(3[0-1]|[1-2][0-9]|0[1-9]|[1-9]| [1-9])",
+            Directive::DayOfYear => {
+                "(36[0-6]|3[0-5][0-9]|[1-2][0-9][0-9]|0[1-9][0-9]|00[1-9]|[1-9][0-9]|0[1-9]|[1-9])"
+            }
+            Directive::Hour24 => "(2[0-3]|[0-1][0-9]|[0-9])",
+            Directive::Hour12 => "(1[0-2]|0[1-9]|[1-9])",
+            Directive::Minute => "([0-5][0-9]|[0-9])",
+            Directive::Second => "(6[0-1]|[0-5][0-9]|[0-9])",
+            Directive::Micro => "([0-9]{1,6})",
+            Directive::AmPm => "(am|pm)",
+            Directive::WeekdayAbbr => "(mon|tue|wed|thu|fri|sat|sun)",
+            Directive::WeekdayName => {
+                "(wednesday|thursday|saturday|tuesday|monday|friday|sunday)"
+            }
+        }
+    }
+}
+
+/// A `strptime` format that cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DateFormatError {
+    /// `%x` where `x` is not a supported directive.
+    #[error("'%{0}' is not a supported strptime directive (supported: %Y %y %m %b %B %d %j %H %I %M %S %f %p %a %A %%)")]
+    BadDirective(char),
+    /// The format ends with a lone `%`.
+    #[error("the format ends with a lone '%'")]
+    TrailingPercent,
+    /// The format has no year, month and day (or year and day of year).
+    #[error("the format must contain a year (%Y or %y)")]
+    NoYear,
+}
+
+/// A compiled `strptime` date format. It accepts and refuses values exactly
+/// like CPython's `datetime.strptime` (C locale, ASCII digits): the format
+/// becomes a case-insensitive regular expression with CPython's sub-patterns,
+/// the value must match it from its first character, and the match must
+/// consume the whole value; then the date must exist (no 30 February).
+#[derive(Clone)]
+pub struct DateFormat {
+    format: String,
+    regex: regex::Regex,
+    directives: Vec<Directive>,
+}
+
+impl fmt::Debug for DateFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DateFormat").field(&self.format).finish()
+    }
+}
+
+impl PartialEq for DateFormat {
+    fn eq(&self, other: &Self) -> bool {
+        self.format == other.format
+    }
+}
+
+/// A calendar date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    /// Writes the date as `%Y%m%d`, the way clkhash does on Linux: the year is
+    /// not zero-padded (glibc's `%Y`), month and day are.
+    pub fn write_canonical(&self, out: &mut String) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}{:02}{:02}", self.year, self.month, self.day);
+    }
+}
+
+impl DateFormat {
+    /// Compiles a `strptime` format.
+    ///
+    /// # Errors
+    /// [`DateFormatError`] for an unsupported directive, a trailing `%`, or a
+    /// format without a year.
+    pub fn new(format: &str) -> Result<DateFormat, DateFormatError> {
+        let mut pattern = String::from("(?i)\\A");
+        let mut directives = Vec::new();
+        let mut chars = format.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '%' {
+                let d = chars.next().ok_or(DateFormatError::TrailingPercent)?;
+                if d == '%' {
+                    pattern.push('%');
+                    continue;
+                }
+                let directive = Directive::from_char(d).ok_or(DateFormatError::BadDirective(d))?;
+                pattern.push_str(directive.pattern());
+                directives.push(directive);
+            } else if c.is_whitespace() {
+                // CPython turns every whitespace run of the format into `\s+`.
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                pattern.push_str("\\s+");
+            } else {
+                pattern.push_str(&regex::escape(&c.to_string()));
+            }
+        }
+        if !directives
+            .iter()
+            .any(|d| matches!(d, Directive::Year4 | Directive::Year2))
+        {
+            return Err(DateFormatError::NoYear);
+        }
+        let regex = regex::Regex::new(&pattern).expect("date format patterns are valid regexes");
+        Ok(DateFormat {
+            format: format.to_owned(),
+            regex,
+            directives,
+        })
+    }
+
+    /// The format string as written in the schema.
+    pub fn as_str(&self) -> &str {
+        &self.format
+    }
+
+    /// Parses `value`, or `None` when `datetime.strptime` would raise.
+    pub fn parse(&self, value: &str) -> Option<Date> {
+        let caps = self.regex.captures(value)?;
+        // CPython: "unconverted data remains" unless the match ends the value.
+        if caps.get(0)?.end() != value.len() {
+            return None;
+        }
+        let mut year: i32 = 1900;
+        let mut month: u32 = 1;
+        let mut day: u32 = 1;
+        let mut day_of_year: Option<u32> = None;
+        for (i, directive) in self.directives.iter().enumerate() {
+            let text = caps.get(i + 1)?.as_str();
+            match directive {
+                Directive::Year4 => year = text.parse().ok()?,
+                Directive::Year2 => {
+                    let y: i32 = text.parse().ok()?;
+                    year = if y <= 68 { 2000 + y } else { 1900 + y };
+                }
+                Directive::Month => month = text.parse().ok()?,
+                Directive::MonthAbbr => {
+                    let lower = text.to_ascii_lowercase();
+                    month = MONTHS.iter().position(|m| m[..3] == lower)? as u32 + 1;
+                }
+                Directive::MonthName => {
+                    let lower = text.to_ascii_lowercase();
+                    month = MONTHS.iter().position(|m| *m == lower)? as u32 + 1;
+                }
+                Directive::Day => day = text.trim_start().parse().ok()?,
+                Directive::DayOfYear => day_of_year = Some(text.parse().ok()?),
+                _ => {}
+            }
+        }
+        let date = match day_of_year {
+            None => chrono::NaiveDate::from_ymd_opt(year, month, day)?,
+            Some(j) => {
+                chrono::NaiveDate::from_ymd_opt(year, 1, 1)?.checked_add_days(chrono::Days::new(u64::from(j) - 1))?
+            }
+        };
+        use chrono::Datelike;
+        if !(1..=9999).contains(&date.year()) {
+            return None;
+        }
+        Some(Date {
+            year: date.year(),
+            month: date.month(),
+            day: date.day(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_normalization_folds_case_and_accents() {
+        let n = Normalization::default();
+        for v in ["Dupont", "DUPONT", "Dupönt", "  dupont ", "DUPÔNT", "Dupont\u{0308}"] {
+            assert_eq!(n.apply(v), "dupont", "{v:?}");
+        }
+    }
+
+    #[test]
+    fn default_normalization_removes_apostrophes() {
+        let n = Normalization::default();
+        for v in ["d'Hondt", "D'HONDT", "d’Hondt", "d‘Hondt", "dʼHondt", "D´Hondt", "dHondt"] {
+            assert_eq!(n.apply(v), "dhondt", "{v:?}");
+        }
+    }
+
+    #[test]
+    fn hyphens_and_other_punctuation_separate_words() {
+        let n = Normalization::default();
+        assert_eq!(n.apply("Jean-Pierre"), "jean pierre");
+        assert_eq!(n.apply("Jean  Pierre"), "jean pierre");
+        assert_eq!(n.apply("St. Kilda,  VIC"), "st kilda vic");
+        assert_eq!(n.apply("Straße"), "strasse");
+        assert_eq!(n.apply("ﬁeld"), "field");
+        assert_eq!(n.apply("\t O'Brien -- Smith \n"), "obrien smith");
+        assert_eq!(n.apply(""), "");
+        assert_eq!(n.apply(" - "), "");
+    }
+
+    #[test]
+    fn each_step_can_be_turned_off() {
+        let keep_case = Normalization {
+            case_fold: false,
+            ..Normalization::default()
+        };
+        assert_eq!(keep_case.apply("Dupönt"), "Dupont");
+        let keep_accents = Normalization {
+            fold_accents: false,
+            ..Normalization::default()
+        };
+        assert_eq!(keep_accents.apply("Dupönt"), "dupönt");
+        let keep_punct = Normalization {
+            remove_punctuation: false,
+            ..Normalization::default()
+        };
+        assert_eq!(keep_punct.apply("d'Hondt-X"), "d'hondt-x");
+        let keep_space = Normalization {
+            collapse_whitespace: false,
+            ..Normalization::default()
+        };
+        assert_eq!(keep_space.apply(" a  b "), " a  b ");
+    }
+
+    #[test]
+    fn strptime_accepts_what_cpython_accepts() {
+        let f = DateFormat::new("%d/%m/%Y").unwrap();
+        let d = f.parse("01/02/1999").unwrap();
+        assert_eq!((d.year, d.month, d.day), (1999, 2, 1));
+        assert_eq!(f.parse("1/2/1999"), f.parse("01/02/1999"));
+        assert_eq!(f.parse(" 1/2/1999").map(|d| d.day), Some(1));
+        assert!(f.parse("30/02/1999").is_none());
+        assert!(f.parse("29/02/2000").is_some());
+        assert!(f.parse("29/02/1900").is_none());
+        assert!(f.parse("01/02/1999 ").is_none());
+        assert!(f.parse("01-02-1999").is_none());
+        assert!(f.parse("").is_none());
+        let compact = DateFormat::new("%Y%m%d").unwrap();
+        assert_eq!(compact.parse("19561231").map(|d| d.month), Some(12));
+        // CPython takes "11" for the month, then "1" for the day.
+        assert_eq!(compact.parse("1999111").map(|d| (d.month, d.day)), Some((11, 1)));
+        assert!(compact.parse("19991301").is_none());
+        let named = DateFormat::new("%d %B %Y").unwrap();
+        assert_eq!(named.parse("3   MARCH 2001").map(|d| d.month), Some(3));
+        let short = DateFormat::new("%y-%j").unwrap();
+        assert_eq!(
+            short.parse("69-032").map(|d| (d.year, d.month, d.day)),
+            Some((1969, 2, 1))
+        );
+        assert_eq!(short.parse("68-001").map(|d| d.year), Some(2068));
+    }
+
+    #[test]
+    fn strptime_refuses_bad_formats() {
+        assert_eq!(DateFormat::new("%Y-%q").unwrap_err(), DateFormatError::BadDirective('q'));
+        assert_eq!(DateFormat::new("%Y%").unwrap_err(), DateFormatError::TrailingPercent);
+        assert_eq!(DateFormat::new("%d.%m").unwrap_err(), DateFormatError::NoYear);
+    }
+
+    #[test]
+    fn canonical_dates_follow_glibc() {
+        let mut s = String::new();
+        Date {
+            year: 999,
+            month: 1,
+            day: 2,
+        }
+        .write_canonical(&mut s);
+        assert_eq!(s, "9990102");
+    }
+}

@@ -7,4 +7,5 @@
 
 pub mod atomic;
 pub mod clk_file;
+pub mod records;
 pub mod table;

@@ -1,0 +1,120 @@
+"""Times clkhash and `pprl encode` on the same Febrl4 data, in the same run.
+
+Run through benches/clkhash_compare.sh, which makes the virtualenv with clkhash
+and builds pprl. Arguments: REPO_ROOT PPRL_BINARY WORK_DIR.
+
+Both tools are timed as a site runs them: clkhash's generate_clk_from_csv in
+process (schema already loaded, no interpreter start-up counted), pprl as the
+whole `pprl encode` process (start-up, CSV parsing and writing the output
+counted), best of several runs. The clkhash-schema clks of both tools are
+compared bit for bit on all 5,000 records.
+"""
+
+import base64
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+from clkhash import clk
+from clkhash.schema import from_json_file
+
+SECRET = "correct horse battery staple"
+
+
+def main():
+    root, pprl, work = sys.argv[1:4]
+    os.makedirs(work, exist_ok=True)
+    febrl = os.path.join(root, "fixtures", "febrl4_a.csv")
+    blake_schema = os.path.join(root, "fixtures", "clkhash_v3_blake.schema.json")
+
+    # clkhash wants a plain CSV: drop the space after each comma (as DATA.md says).
+    with open(febrl, newline="") as f:
+        rows = list(csv.reader(f, skipinitialspace=True))
+    plain = os.path.join(work, "febrl4_a.plain.csv")
+    with open(plain, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    records = len(rows) - 1
+
+    # A larger input for pprl's steady-state throughput: 20 copies with new ids.
+    big = os.path.join(work, "febrl4_a.x20.csv")
+    with open(big, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(rows[0])
+        for copy in range(20):
+            for row in rows[1:]:
+                w.writerow([f"{row[0]}-{copy}"] + row[1:])
+    big_records = records * 20
+
+    secret_file = os.path.join(work, "secret.key")
+    with open(secret_file, "w") as f:
+        f.write(SECRET)
+    native_schema = os.path.join(work, "native.schema.json")
+    with open(native_schema, "wb") as f:
+        f.write(subprocess.run([pprl, "schema", "init"], check=True, capture_output=True).stdout)
+
+    results = []  # (scheme, tool, parallelism, records, seconds)
+
+    schema = from_json_file(open(blake_schema))
+    clkhash_clks = None
+    for workers in (1, 2):
+        best = None
+        for _ in range(2):
+            with open(plain) as f:
+                start = time.perf_counter()
+                out = clk.generate_clk_from_csv(
+                    f, SECRET, schema, validate=True, progress_bar=False, max_workers=workers
+                )
+                seconds = time.perf_counter() - start
+            best = seconds if best is None else min(best, seconds)
+            clkhash_clks = [base64.b64encode(c.tobytes()).decode() for c in out]
+        results.append(("clkhash blake", "clkhash", f"{workers} proc", records, best))
+
+    def pprl_run(schema_path, input_path, threads, fmt, output):
+        cmd = [
+            pprl, "encode", "--schema", schema_path, "--secret-file", secret_file,
+            "--site", "A", "--input", input_path, "--id-column", "rec_id",
+            "--output", output, "--format", fmt, "--threads", str(threads),
+            "--max-rejects", "100%", "--quiet",
+        ]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        return time.perf_counter() - start
+
+    for scheme, schema_path in (("clkhash blake", blake_schema), ("native (schema init)", native_schema)):
+        for input_path, n, repeats in ((plain, records, 7), (big, big_records, 3)):
+            for threads in (1, 2):
+                output = os.path.join(work, "out.json")
+                best = min(
+                    pprl_run(schema_path, input_path, threads, "clkhash-json", output)
+                    for _ in range(repeats)
+                )
+                results.append((scheme, "pprl", f"{threads} thr", n, best))
+                if scheme == "clkhash blake" and input_path == plain:
+                    with open(output) as f:
+                        ours = json.load(f)["clks"]
+                    same = ours == clkhash_clks
+                    print(f"pprl --threads {threads} clks identical to clkhash's on all "
+                          f"{records} records: {'yes' if same else 'NO'}")
+                    if not same:
+                        sys.exit(1)
+
+    base = {r[2]: r[3] / r[4] for r in results if r[1] == "clkhash"}
+    print()
+    print(f"{'scheme':<22}{'tool':<9}{'par.':<7}{'records':>9}{'seconds':>10}{'records/s':>12}"
+          f"{'x clkhash':>11}")
+    for scheme, tool, par, n, seconds in results:
+        rate = n / seconds
+        ref = base.get(par.replace("thr", "proc"))
+        ratio = f"{rate / ref:.0f}x" if tool == "pprl" and ref else ""
+        print(f"{scheme:<22}{tool:<9}{par:<7}{n:>9}{seconds:>10.3f}{rate:>12,.0f}{ratio:>11}")
+    print()
+    print("x clkhash: pprl records/s over clkhash records/s with the same number of cores "
+          "(clkhash 1 proc = 1 core). pprl times are whole processes (start-up included).")
+
+
+if __name__ == "__main__":
+    main()

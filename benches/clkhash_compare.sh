@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Compares `pprl encode` with clkhash (the Python reference) on Febrl4 A.
+#
+# Installs clkhash from PyPI into a throw-away virtualenv under target/
+# (target/clkhash-venv, made once and reused; delete it to start afresh),
+# builds pprl in release mode, then times both tools on the same 5,000
+# records in the same run and prints records/s side by side with the ratio:
+# clkhash with the clkhash "blake" tutorial schema (1 and 2 worker processes),
+# pprl with that schema and with the native default schema (--threads 1 and 2),
+# also on a 100,000-record input (Febrl4 A 20 times) for steady-state rates.
+#
+# Usage: benches/clkhash_compare.sh        (from anywhere; needs python3 and network for pip)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="$target/clkhash-venv"
+work="$target/clkhash-compare"
+
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import clkhash" 2>/dev/null; then
+    echo "creating $venv and installing clkhash from PyPI..." >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet clkhash
+fi
+echo "clkhash $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("clkhash"))')," \
+     "python $("$venv/bin/python" -c 'import platform; print(platform.python_version())')," \
+     "$(nproc) CPU cores" >&2
+
+cargo build --release --quiet --bin pprl
+"$venv/bin/python" "$root/benches/clkhash_compare.py" "$root" "$target/release/pprl" "$work"

@@ -1,0 +1,1333 @@
+//! Blocking: candidate pairs without comparing all pairs. It hands the
+//! similarity stage a stream of distinct candidate pairs `(i, j)` (row in site
+//! A, row in site B; or `i < j` within one site), to be scored with Dice.
+//!
+//! Two methods:
+//!
+//! - **Hamming LSH by bit sampling**, at the linkage unit on the clks alone,
+//!   needing nothing extra from the sites ([`lsh_candidates`]). Each of `L`
+//!   tables samples `k` bit positions (seeded, so every run samples the same);
+//!   records whose clks agree on all `k` sampled bits share a bucket; pairs that
+//!   share a bucket in at least one table are candidates.
+//! - **Equal blocking keys** computed at the sites ([`key_candidates`]): pairs
+//!   that share at least one key are candidates.
+//!
+//! # Choosing `k` and `L` ([`LshParams::for_clks`], [`LshParams::for_threshold`])
+//!
+//! Two clks of popcounts `|A|`, `|B|` with Dice score `s` are at Hamming
+//! distance `|A| + |B| − 2|A ∧ B| = (|A| + |B|)(1 − s)`. So a pair at the
+//! threshold `t`, both of the typical popcount `c`, is at distance
+//!
+//! ```text
+//! d = floor(2c (1 − t))                          (the distance budget)
+//! ```
+//!
+//! A table samples `k` distinct positions uniformly from the `l` informative
+//! bits (bits that are not the same in every record; the others never
+//! separate a pair). A pair at distance `d` collides in it when no sampled
+//! position is one of its `d` differing bits:
+//!
+//! ```text
+//! π(d, k) = C(l − d, k) / C(l, k) = Π_{i<k} (l − d − i) / (l − i)
+//! ```
+//!
+//! exactly, whatever the data. Tables are sampled independently, so the pair
+//! is found with probability `1 − (1 − π(d, k))^L`, and
+//!
+//! ```text
+//! L(k) = ceil( ln(1 − R) / ln(1 − π(d, k)) )     with R = 0.99
+//! ```
+//!
+//! tables find a pair at the budget with probability at least `R`; pairs
+//! above the threshold are closer and found more often. Among the `k` that
+//! need at most [`MAX_TABLES`] tables, the one with the least estimated work
+//! is chosen:
+//!
+//! ```text
+//! work(k) = L(k) · ( (n_A + n_B) · c_record  +  P · F(k) · c_pair )
+//! ```
+//!
+//! where `P` is the number of all pairs and `F(k)` the mean of `π(d_ij, k)`
+//! over the pairs, i.e. the expected share of all pairs that collide in a
+//! table. [`LshParams::for_clks`] estimates `F` from a seeded sample of random
+//! pairs of the actual clks (which catches the structure of real encodings:
+//! unrelated records share the bits of common n-grams); [`LshParams::for_threshold`]
+//! assumes independent bits of density `c / l`.
+//!
+//! # Memory and output
+//!
+//! Tables are processed one after the other; within a table, buckets are
+//! formed by sorting one `u64` per record, and processed in parallel. A pair
+//! is emitted only in the first table where it collides: each record keeps a
+//! one-byte fingerprint of its bucket in every table so far, and a pair that
+//! meets in table `j` is checked against tables `< j` (a fingerprint match is
+//! confirmed by recomputing both buckets). So no set of pairs is ever held,
+//! and memory is the clks plus `L` bytes per record plus one table's keys. The
+//! output order is fixed (table, bucket, row), whatever the thread count.
+//!
+//! # Guards against huge buckets
+//!
+//! A record whose `k` sampled bits are all zero (a sparse clk, e.g. many
+//! missing values) is left out of that table: such buckets are large and say
+//! nothing about similarity. A bucket with more than `max_bucket_pairs` pairs
+//! is skipped and counted in [`BlockStats`], so a degenerate input cannot
+//! blow up quadratically; its pairs may still meet in other tables.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+/// The default seed of the sampled positions. The positions need not be
+/// secret: they only depend on the seed and the filter, never on identifiers.
+pub const DEFAULT_SEED: u64 = 0x5EED_B10C_4C53_4801;
+
+/// The default probability that a pair at the distance budget is found.
+pub const DEFAULT_RECALL: f64 = 0.99;
+
+/// The most tables [`LshParams::for_clks`] chooses: each costs one byte per record.
+pub const MAX_TABLES: usize = 256;
+
+/// The default cap on the pairs of one bucket.
+pub const DEFAULT_MAX_BUCKET_PAIRS: u64 = 1 << 22;
+
+// The cost model's weights, in nanoseconds: hashing, sorting and
+// fingerprinting one record in one table, and checking and scoring one pair
+// (measured on `benches/block.rs`).
+const COST_RECORD: f64 = 40.0;
+const COST_PAIR: f64 = 20.0;
+
+// Random pairs sampled by `for_clks` to estimate `F(k)`.
+const SAMPLE_PAIRS: usize = 4096;
+
+// The record's site in a sort entry (bit 31 of the low half).
+const SIDE_B: u64 = 1 << 31;
+const ROW_MASK: u64 = SIDE_B - 1;
+
+// Sorted entries per parallel task, and tasks whose pairs are held at once.
+const SEGMENT: usize = 1 << 14;
+const WAVE: usize = 32;
+
+/// Hamming-LSH parameters. Derive them with [`LshParams::for_clks`], then
+/// override fields as needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LshParams {
+    /// `L`: the number of tables.
+    pub tables: usize,
+    /// `k`: sampled bit positions per table (at most the informative bits).
+    pub bits_per_key: usize,
+    /// Seeds the sampled positions.
+    pub seed: u64,
+    /// A record whose key has fewer set bits is left out of that table.
+    pub min_key_bits: u32,
+    /// A bucket with more pairs is skipped (and counted).
+    pub max_bucket_pairs: u64,
+}
+
+/// Parameters and the figures they were derived from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LshPlan {
+    pub params: LshParams,
+    /// The threshold the plan is for.
+    pub threshold: f64,
+    /// `l`: bits that differ between some records.
+    pub informative_bits: usize,
+    /// `c`: the typical popcount.
+    pub popcount: f64,
+    /// `d`: the Hamming distance of a pair at the threshold, both of popcount `c`.
+    pub budget: usize,
+    /// `π(d, k)`: the chance that such a pair collides in one table.
+    pub collision: f64,
+    /// `1 − (1 − π(d, k))^L`: the chance that it collides in at least one.
+    pub recall: f64,
+    /// `L · P · F(k)`: expected pairs met in buckets, repeats included.
+    pub expected_bucket_pairs: f64,
+}
+
+/// What a blocking run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockStats {
+    /// Every pair: `n_A · n_B`, or `n (n − 1) / 2` within one site.
+    pub all_pairs: u64,
+    /// Distinct candidate pairs emitted.
+    pub candidates: u64,
+    /// Pairs met in buckets, over all tables or keys, repeats included.
+    pub bucket_pairs: u64,
+    /// Pairs met again after their first table or key (not emitted again).
+    pub repeats: u64,
+    /// Buckets skipped for having more than `max_bucket_pairs` pairs.
+    pub oversize_buckets: u64,
+    /// Pairs in the skipped buckets.
+    pub oversize_pairs: u64,
+    /// Record keys left out of a table for having too few set bits.
+    pub sparse_keys: u64,
+}
+
+impl BlockStats {
+    /// Comparisons avoided over all pairs: `1 − candidates / all_pairs` (0 when there are no pairs).
+    pub fn reduction_ratio(&self) -> f64 {
+        if self.all_pairs == 0 {
+            0.0
+        } else {
+            1.0 - self.candidates as f64 / self.all_pairs as f64
+        }
+    }
+
+    fn add(&mut self, other: &BlockStats) {
+        self.candidates += other.candidates;
+        self.bucket_pairs += other.bucket_pairs;
+        self.repeats += other.repeats;
+        self.oversize_buckets += other.oversize_buckets;
+        self.oversize_pairs += other.oversize_pairs;
+        self.sparse_keys += other.sparse_keys;
+    }
+}
+
+/// Input or settings that blocking refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlockError {
+    /// A threshold outside `(0, 1]`.
+    #[error("the threshold must be in (0, 1], got {threshold}")]
+    Threshold { threshold: f64 },
+    /// No `k` finds a pair at the threshold with the required probability
+    /// within [`MAX_TABLES`] tables (the threshold is too low for LSH).
+    #[error(
+        "no LSH parameters reach recall {recall} at threshold {threshold} with at most {max_tables} \
+         tables (distance budget {budget} of {informative_bits} informative bits); \
+         compare all pairs instead"
+    )]
+    Unreachable {
+        threshold: f64,
+        recall: f64,
+        budget: usize,
+        informative_bits: usize,
+        max_tables: usize,
+    },
+    /// A clk array whose length is not a multiple of the words per clk.
+    #[error("site {site}: {len} words is not a whole number of clks of {words} words")]
+    ClkLength {
+        site: &'static str,
+        len: usize,
+        words: usize,
+    },
+    /// More records than a candidate pair's `u32` rows can address.
+    #[error("site {site}: {records} records, at most {max} can be blocked")]
+    TooManyRecords {
+        site: &'static str,
+        records: usize,
+        max: usize,
+    },
+    /// No tables, or no bits per key.
+    #[error("LSH needs at least one table and one bit per key, got {tables} and {bits_per_key}")]
+    Params { tables: usize, bits_per_key: usize },
+    /// One site given keys for a different number of records than it has.
+    #[error("site {site}: {keys} key lists for {records} records")]
+    KeyCount {
+        site: &'static str,
+        keys: usize,
+        records: usize,
+    },
+}
+
+impl LshParams {
+    /// Parameters for `threshold` derived from the clks themselves: the
+    /// informative bits, the mean popcount, and `F(k)` estimated on a seeded
+    /// sample of random pairs (see the module documentation). `b = None`
+    /// plans deduplication within `a`.
+    ///
+    /// # Errors
+    /// [`BlockError::Threshold`], [`BlockError::ClkLength`],
+    /// [`BlockError::Unreachable`].
+    pub fn for_clks(
+        threshold: f64,
+        a: &[u64],
+        b: Option<&[u64]>,
+        words: usize,
+    ) -> Result<LshPlan, BlockError> {
+        check_threshold(threshold)?;
+        let (n_a, n_b) = (
+            clk_count(a, words, "A")?,
+            b.map(|b| clk_count(b, words, "B")).transpose()?,
+        );
+        let informative = informative_mask(a, b, words);
+        let bits: usize = informative.iter().map(|w| w.count_ones() as usize).sum();
+        let total: u64 = [Some(a), b]
+            .into_iter()
+            .flatten()
+            .map(|clks| {
+                clks.par_iter()
+                    .map(|w| u64::from(w.count_ones()))
+                    .sum::<u64>()
+            })
+            .sum();
+        let records = n_a + n_b.unwrap_or(0);
+        let popcount = if records == 0 {
+            0.0
+        } else {
+            total as f64 / records as f64
+        };
+        let budget = budget(threshold, popcount);
+
+        // Hamming distances of a seeded sample of random pairs.
+        let mut rng = SplitMix64(DEFAULT_SEED ^ 0xF00D);
+        let mut distances = Vec::with_capacity(SAMPLE_PAIRS);
+        let other = b.unwrap_or(a);
+        let n_other = n_b.unwrap_or(n_a);
+        if n_a > 0 && n_other > 0 && (b.is_some() || n_a > 1) {
+            while distances.len() < SAMPLE_PAIRS {
+                let i = rng.below(n_a);
+                let j = rng.below(n_other);
+                if b.is_none() && i == j {
+                    continue;
+                }
+                let x = &a[i * words..(i + 1) * words];
+                let y = &other[j * words..(j + 1) * words];
+                distances.push(
+                    x.iter()
+                        .zip(y)
+                        .map(|(p, q)| (p ^ q).count_ones())
+                        .sum::<u32>(),
+                );
+            }
+        }
+        let max_k = bits.saturating_sub(budget);
+        let mut sum_f = vec![0.0; max_k + 1];
+        for &d in &distances {
+            let mut pi = 1.0;
+            for (k, f) in sum_f.iter_mut().enumerate().skip(1) {
+                pi *= collision_step(bits, d as usize, k - 1);
+                if pi == 0.0 {
+                    break;
+                }
+                *f += pi;
+            }
+        }
+        let samples = distances.len().max(1) as f64;
+        plan(threshold, bits, popcount, n_a, n_b, |k| sum_f[k] / samples)
+    }
+
+    /// Parameters for `threshold` from a model: clks of `filter_bits` bits,
+    /// every bit set independently with density `popcount / filter_bits`, so
+    /// unrelated pairs are at distance `2 c (1 − c / l)`. Prefer
+    /// [`LshParams::for_clks`] when the clks are at hand.
+    ///
+    /// # Errors
+    /// [`BlockError::Threshold`], [`BlockError::Unreachable`].
+    pub fn for_threshold(
+        threshold: f64,
+        filter_bits: usize,
+        popcount: f64,
+        records_a: usize,
+        records_b: Option<usize>,
+    ) -> Result<LshPlan, BlockError> {
+        check_threshold(threshold)?;
+        let l = filter_bits as f64;
+        let density = if filter_bits == 0 {
+            0.0
+        } else {
+            (popcount / l).clamp(0.0, 1.0)
+        };
+        let unrelated = (2.0 * density * (1.0 - density) * l).round() as usize;
+        plan(
+            threshold,
+            filter_bits,
+            popcount,
+            records_a,
+            records_b,
+            |k| collision_probability(filter_bits, unrelated, k),
+        )
+    }
+}
+
+/// `π(d, k)`: the chance that `k` distinct positions drawn uniformly from `bits`
+/// miss all `distance` positions where a pair differs.
+pub fn collision_probability(bits: usize, distance: usize, k: usize) -> f64 {
+    (0..k).map(|i| collision_step(bits, distance, i)).product()
+}
+
+/// The `i`-th factor of `π(d, k)`: `(l − d − i) / (l − i)`, or 0.
+fn collision_step(bits: usize, distance: usize, i: usize) -> f64 {
+    if distance + i >= bits {
+        0.0
+    } else {
+        (bits - distance - i) as f64 / (bits - i) as f64
+    }
+}
+
+/// `d = floor(2c (1 − t))`.
+fn budget(threshold: f64, popcount: f64) -> usize {
+    (2.0 * popcount * (1.0 - threshold) + 1e-9).floor().max(0.0) as usize
+}
+
+fn check_threshold(threshold: f64) -> Result<(), BlockError> {
+    if threshold > 0.0 && threshold <= 1.0 {
+        Ok(())
+    } else {
+        Err(BlockError::Threshold { threshold })
+    }
+}
+
+/// The least-work `k` and its `L`, given `F(k)` (see the module documentation).
+fn plan(
+    threshold: f64,
+    bits: usize,
+    popcount: f64,
+    n_a: usize,
+    n_b: Option<usize>,
+    false_collision: impl Fn(usize) -> f64,
+) -> Result<LshPlan, BlockError> {
+    let budget = budget(threshold, popcount);
+    let records = (n_a + n_b.unwrap_or(0)) as f64;
+    let pairs = all_pairs(n_a, n_b) as f64;
+    let mut best: Option<(f64, usize, usize, f64)> = None;
+    let mut pi = 1.0;
+    for k in 1..=bits.saturating_sub(budget) {
+        pi *= collision_step(bits, budget, k - 1);
+        let tables = tables_for(pi, DEFAULT_RECALL);
+        if tables > MAX_TABLES {
+            // π only falls as k grows.
+            break;
+        }
+        let work = tables as f64 * (records * COST_RECORD + pairs * false_collision(k) * COST_PAIR);
+        if best.is_none_or(|(w, ..)| work < w) {
+            best = Some((work, k, tables, pi));
+        }
+    }
+    let Some((_, k, tables, collision)) = best else {
+        return Err(BlockError::Unreachable {
+            threshold,
+            recall: DEFAULT_RECALL,
+            budget,
+            informative_bits: bits,
+            max_tables: MAX_TABLES,
+        });
+    };
+    Ok(LshPlan {
+        params: LshParams {
+            tables,
+            bits_per_key: k,
+            seed: DEFAULT_SEED,
+            min_key_bits: 1,
+            max_bucket_pairs: DEFAULT_MAX_BUCKET_PAIRS,
+        },
+        threshold,
+        informative_bits: bits,
+        popcount,
+        budget,
+        collision,
+        recall: 1.0 - (1.0 - collision).powi(tables as i32),
+        expected_bucket_pairs: tables as f64 * pairs * false_collision(k),
+    })
+}
+
+/// `L = ceil(ln(1 − R) / ln(1 − π))`.
+fn tables_for(collision: f64, recall: f64) -> usize {
+    if collision >= 1.0 {
+        1
+    } else if collision <= 0.0 {
+        usize::MAX
+    } else {
+        let l = ((1.0 - recall).ln() / (1.0 - collision).ln()).ceil();
+        if l > 1e9 {
+            usize::MAX
+        } else {
+            (l as usize).max(1)
+        }
+    }
+}
+
+fn all_pairs(n_a: usize, n_b: Option<usize>) -> u64 {
+    match n_b {
+        Some(n_b) => n_a as u64 * n_b as u64,
+        None => (n_a as u64 * n_a.saturating_sub(1) as u64) / 2,
+    }
+}
+
+fn clk_count(clks: &[u64], words: usize, site: &'static str) -> Result<usize, BlockError> {
+    if words == 0 || clks.len() % words != 0 {
+        return Err(BlockError::ClkLength {
+            site,
+            len: clks.len(),
+            words,
+        });
+    }
+    let n = clks.len() / words;
+    if n as u64 > ROW_MASK {
+        return Err(BlockError::TooManyRecords {
+            site,
+            records: n,
+            max: ROW_MASK as usize,
+        });
+    }
+    Ok(n)
+}
+
+/// Bits set in some record and clear in some other (over both sites).
+fn informative_mask(a: &[u64], b: Option<&[u64]>, words: usize) -> Vec<u64> {
+    let merge = |(mut or, mut and): (Vec<u64>, Vec<u64>), (o2, n2): (Vec<u64>, Vec<u64>)| {
+        for ((o, n), (p, q)) in or.iter_mut().zip(and.iter_mut()).zip(o2.iter().zip(&n2)) {
+            *o |= p;
+            *n &= q;
+        }
+        (or, and)
+    };
+    let identity = || (vec![0u64; words], vec![u64::MAX; words]);
+    let (or, and) = [Some(a), b]
+        .into_iter()
+        .flatten()
+        .map(|clks| {
+            clks.par_chunks_exact(words)
+                .fold(identity, |(mut or, mut and), clk| {
+                    for ((o, n), w) in or.iter_mut().zip(and.iter_mut()).zip(clk) {
+                        *o |= w;
+                        *n &= w;
+                    }
+                    (or, and)
+                })
+                .reduce(identity, merge)
+        })
+        .fold(identity(), merge);
+    or.iter().zip(&and).map(|(o, n)| o & !n).collect()
+}
+
+/// One table: the sampled positions as per-word masks, and a salt.
+#[derive(Debug, Clone)]
+struct Table {
+    masks: Vec<(usize, u64)>,
+    salt: u64,
+}
+
+impl Table {
+    /// The 64-bit hash of the clk's key and whether the key has at least `min_bits` set bits.
+    #[inline]
+    fn hash(&self, clk: &[u64], min_bits: u32) -> (u64, bool) {
+        let mut h = self.salt;
+        let mut any = 0u64;
+        let mut ones = 0u32;
+        for &(w, m) in &self.masks {
+            let v = clk[w] & m;
+            any |= v;
+            if min_bits > 1 {
+                ones += v.count_ones();
+            }
+            h = (h ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        }
+        let dense = match min_bits {
+            0 => true,
+            1 => any != 0,
+            _ => ones >= min_bits,
+        };
+        (mix64(h), dense)
+    }
+}
+
+/// The bucket (high half) and one-byte fingerprint (never 0) of a key hash.
+#[inline]
+fn bucket(h: u64) -> u64 {
+    h >> 32
+}
+
+#[inline]
+fn fingerprint(h: u64) -> u8 {
+    (h as u8).max(1)
+}
+
+/// `tables` tables of `k` distinct positions among the informative bits.
+fn make_tables(params: &LshParams, informative: &[u64]) -> Vec<Table> {
+    let positions: Vec<usize> = informative
+        .iter()
+        .enumerate()
+        .flat_map(|(w, &m)| {
+            (0..64)
+                .filter(move |b| m >> b & 1 == 1)
+                .map(move |b| w * 64 + b)
+        })
+        .collect();
+    let k = params.bits_per_key.min(positions.len());
+    (0..params.tables)
+        .map(|t| {
+            let mut rng = SplitMix64(params.seed ^ mix64(t as u64 + 1));
+            let mut pool = positions.clone();
+            let mut masks: Vec<(usize, u64)> = Vec::new();
+            let mut chosen: Vec<usize> = (0..k)
+                .map(|i| {
+                    let j = i + rng.below(pool.len() - i);
+                    pool.swap(i, j);
+                    pool[i]
+                })
+                .collect();
+            chosen.sort_unstable();
+            for p in chosen {
+                match masks.last_mut() {
+                    Some((w, m)) if *w == p / 64 => *m |= 1 << (p % 64),
+                    _ => masks.push((p / 64, 1 << (p % 64))),
+                }
+            }
+            Table {
+                masks,
+                salt: rng.next_u64(),
+            }
+        })
+        .collect()
+}
+
+/// The clks of one site and the fingerprints of their buckets so far.
+struct SiteState<'a> {
+    clks: &'a [u64],
+    /// `fp[row * tables + t]`: fingerprint of the row's bucket in table `t`;
+    /// 0 when the row was in no usable bucket of that table.
+    fp: Vec<u8>,
+}
+
+/// Candidate pairs by Hamming LSH (see the module documentation), streamed to
+/// `consume` in chunks, each pair once. With `b = None`, pairs `(i, j)` with
+/// `i < j` within `a` (deduplication). `a` and `b` hold `words` words per clk.
+///
+/// # Errors
+/// [`BlockError::ClkLength`], [`BlockError::TooManyRecords`], [`BlockError::Params`].
+pub fn lsh_candidates(
+    a: &[u64],
+    b: Option<&[u64]>,
+    words: usize,
+    params: &LshParams,
+    mut consume: impl FnMut(&[(u32, u32)]),
+) -> Result<BlockStats, BlockError> {
+    lsh_candidates_with(a, b, words, params, |pairs| pairs, |pairs| consume(&pairs))
+}
+
+/// [`lsh_candidates`] with a `map` run on each chunk of pairs in parallel
+/// (to score them, say) before `consume` receives its results, in order.
+///
+/// # Errors
+/// As [`lsh_candidates`].
+pub fn lsh_candidates_with<T, M, C>(
+    a: &[u64],
+    b: Option<&[u64]>,
+    words: usize,
+    params: &LshParams,
+    map: M,
+    mut consume: C,
+) -> Result<BlockStats, BlockError>
+where
+    T: Send,
+    M: Fn(Vec<(u32, u32)>) -> T + Sync,
+    C: FnMut(T),
+{
+    let n_a = clk_count(a, words, "A")?;
+    let n_b = b.map(|b| clk_count(b, words, "B")).transpose()?;
+    if params.tables == 0 || params.bits_per_key == 0 {
+        return Err(BlockError::Params {
+            tables: params.tables,
+            bits_per_key: params.bits_per_key,
+        });
+    }
+    let mut stats = BlockStats {
+        all_pairs: all_pairs(n_a, n_b),
+        ..BlockStats::default()
+    };
+    if n_a == 0 || n_b == Some(0) {
+        return Ok(stats);
+    }
+    let tables = make_tables(params, &informative_mask(a, b, words));
+    let l = tables.len();
+    let mut site_a = SiteState {
+        clks: a,
+        fp: vec![0; n_a * l],
+    };
+    let mut site_b = b.map(|clks| SiteState {
+        clks,
+        fp: vec![0; clks.len() / words * l],
+    });
+    let mut entries: Vec<u64> = Vec::with_capacity(n_a + n_b.unwrap_or(0));
+    for t in 0..l {
+        let table = &tables[t];
+        entries.clear();
+        for (site, side) in [(Some(&mut site_a), 0), (site_b.as_mut(), SIDE_B)] {
+            let Some(site) = site else { continue };
+            entries.par_extend(
+                site.fp
+                    .par_chunks_mut(l)
+                    .zip(site.clks.par_chunks_exact(words))
+                    .enumerate()
+                    .filter_map(|(row, (fp, clk))| {
+                        let (h, dense) = table.hash(clk, params.min_key_bits);
+                        fp[t] = if dense { fingerprint(h) } else { 0 };
+                        dense.then_some(bucket(h) << 32 | side | row as u64)
+                    }),
+            );
+        }
+        stats.sparse_keys += (n_a + n_b.unwrap_or(0) - entries.len()) as u64;
+        entries.par_sort_unstable();
+
+        let ctx = TableCtx {
+            t,
+            l,
+            words,
+            tables: &tables,
+            a: &site_a,
+            b: site_b.as_ref(),
+            max_bucket_pairs: params.max_bucket_pairs,
+        };
+        let segments = segments(&entries, |x, y| bucket_of(*x) == bucket_of(*y));
+        let mut oversize: Vec<Range<usize>> = Vec::new();
+        for wave in segments.chunks(WAVE) {
+            let outs: Vec<(Option<T>, BlockStats, Vec<Range<usize>>)> = wave
+                .par_iter()
+                .map(|range| {
+                    let (pairs, seg_stats, big) = ctx.segment(&entries, range.clone());
+                    let mapped = (!pairs.is_empty()).then(|| map(pairs));
+                    (mapped, seg_stats, big)
+                })
+                .collect();
+            for (mapped, seg_stats, big) in outs {
+                stats.add(&seg_stats);
+                oversize.extend(big);
+                if let Some(mapped) = mapped {
+                    consume(mapped);
+                }
+            }
+        }
+        // Rows of skipped buckets did not collide there: later tables must not
+        // take that table for their first collision.
+        for range in oversize {
+            for &e in &entries[range] {
+                let row = (e & ROW_MASK) as usize;
+                match (&mut site_b, e & SIDE_B != 0) {
+                    (Some(site_b), true) => site_b.fp[row * l + t] = 0,
+                    _ => site_a.fp[row * l + t] = 0,
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+#[inline]
+fn bucket_of(entry: u64) -> u64 {
+    entry >> 32
+}
+
+/// Splits sorted `entries` into ranges of about [`SEGMENT`] that never cut a group.
+fn segments<E>(entries: &[E], same: impl Fn(&E, &E) -> bool) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < entries.len() {
+        let mut end = (start + SEGMENT).min(entries.len());
+        while end < entries.len() && same(&entries[end - 1], &entries[end]) {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// What the pair search of one table needs.
+struct TableCtx<'a> {
+    t: usize,
+    l: usize,
+    words: usize,
+    tables: &'a [Table],
+    a: &'a SiteState<'a>,
+    b: Option<&'a SiteState<'a>>,
+    max_bucket_pairs: u64,
+}
+
+impl TableCtx<'_> {
+    /// The first-collision pairs of the buckets in `entries[range]`, their
+    /// statistics, and the ranges of skipped buckets.
+    fn segment(
+        &self,
+        entries: &[u64],
+        range: Range<usize>,
+    ) -> (Vec<(u32, u32)>, BlockStats, Vec<Range<usize>>) {
+        let mut pairs = Vec::new();
+        let mut stats = BlockStats::default();
+        let mut oversize = Vec::new();
+        let mut start = range.start;
+        while start < range.end {
+            let key = bucket_of(entries[start]);
+            let mut end = start + 1;
+            while end < range.end && bucket_of(entries[end]) == key {
+                end += 1;
+            }
+            let group = &entries[start..end];
+            let (ga, gb) = match self.b {
+                Some(_) => group.split_at(group.partition_point(|e| e & SIDE_B == 0)),
+                None => (group, group),
+            };
+            let met = match self.b {
+                Some(_) => ga.len() as u64 * gb.len() as u64,
+                None => ga.len() as u64 * (ga.len() as u64).saturating_sub(1) / 2,
+            };
+            if met > self.max_bucket_pairs {
+                stats.oversize_buckets += 1;
+                stats.oversize_pairs += met;
+                oversize.push(start..end);
+            } else if met > 0 {
+                stats.bucket_pairs += met;
+                let other = self.b.unwrap_or(self.a);
+                for (p, &ea) in ga.iter().enumerate() {
+                    let i = (ea & ROW_MASK) as usize;
+                    // Within one site, only the rows after `i` (rows ascend in a bucket).
+                    let partners = if self.b.is_some() { gb } else { &gb[p + 1..] };
+                    for &eb in partners {
+                        let j = (eb & ROW_MASK) as usize;
+                        if self.first_collision(self.a, i, other, j) {
+                            pairs.push((i as u32, j as u32));
+                        } else {
+                            stats.repeats += 1;
+                        }
+                    }
+                }
+            }
+            start = end;
+        }
+        stats.candidates = pairs.len() as u64;
+        (pairs, stats, oversize)
+    }
+
+    /// Whether tables `< t` never put rows `i` (of `x`) and `j` (of `y`) in one bucket.
+    #[inline]
+    fn first_collision(&self, x: &SiteState<'_>, i: usize, y: &SiteState<'_>, j: usize) -> bool {
+        let (t, l, words) = (self.t, self.l, self.words);
+        let fx = &x.fp[i * l..i * l + t];
+        let fy = &y.fp[j * l..j * l + t];
+        // Eight tables at a time: any equal byte sends the word to the exact check.
+        let mut base = 0;
+        for (cx, cy) in fx.chunks(8).zip(fy.chunks(8)) {
+            if cx.len() == 8 {
+                let v = u64::from_le_bytes(cx.try_into().unwrap_or_default())
+                    ^ u64::from_le_bytes(cy.try_into().unwrap_or_default());
+                if (v.wrapping_sub(0x0101_0101_0101_0101) & !v & 0x8080_8080_8080_8080) == 0 {
+                    base += 8;
+                    continue;
+                }
+            }
+            for (o, (&p, &q)) in cx.iter().zip(cy).enumerate() {
+                if p == q && p != 0 {
+                    let table = &self.tables[base + o];
+                    let cxk = &x.clks[i * words..(i + 1) * words];
+                    let cyk = &y.clks[j * words..(j + 1) * words];
+                    if bucket(table.hash(cxk, 0).0) == bucket(table.hash(cyk, 0).0) {
+                        return false;
+                    }
+                }
+            }
+            base += cx.len();
+        }
+        true
+    }
+}
+
+/// Candidate pairs by equal blocking keys: `(i, j)` is a candidate when
+/// records `i` of A and `j` of B share at least one key (with `b = None`,
+/// `i < j` within `a`). `keys_a[i]` lists record `i`'s keys (any number,
+/// repeats ignored; an empty list blocks the record out). Each pair is
+/// emitted once, for the smallest key it shares; keys with more than
+/// `max_bucket_pairs` pairs are skipped and counted. Streamed to `consume` in
+/// chunks, in a fixed order.
+///
+/// # Errors
+/// [`BlockError::TooManyRecords`].
+pub fn key_candidates<K: Ord + Sync>(
+    keys_a: &[Vec<K>],
+    keys_b: Option<&[Vec<K>]>,
+    max_bucket_pairs: u64,
+    mut consume: impl FnMut(&[(u32, u32)]),
+) -> Result<BlockStats, BlockError> {
+    key_candidates_with(keys_a, keys_b, max_bucket_pairs, |p| p, |p| consume(&p))
+}
+
+/// [`key_candidates`] with a `map` run on each chunk in parallel before `consume`.
+///
+/// # Errors
+/// As [`key_candidates`].
+pub fn key_candidates_with<K, T, M, C>(
+    keys_a: &[Vec<K>],
+    keys_b: Option<&[Vec<K>]>,
+    max_bucket_pairs: u64,
+    map: M,
+    mut consume: C,
+) -> Result<BlockStats, BlockError>
+where
+    K: Ord + Sync,
+    T: Send,
+    M: Fn(Vec<(u32, u32)>) -> T + Sync,
+    C: FnMut(T),
+{
+    for (keys, site) in [(Some(keys_a), "A"), (keys_b, "B")] {
+        if let Some(keys) = keys
+            && keys.len() as u64 > ROW_MASK
+        {
+            return Err(BlockError::TooManyRecords {
+                site,
+                records: keys.len(),
+                max: ROW_MASK as usize,
+            });
+        }
+    }
+    let n_a = keys_a.len();
+    let n_b = keys_b.map(<[Vec<K>]>::len);
+    let mut stats = BlockStats {
+        all_pairs: all_pairs(n_a, n_b),
+        ..BlockStats::default()
+    };
+    // (key, side | row), sorted: groups of one key, A before B, rows ascending.
+    let mut entries: Vec<(&K, u64)> = Vec::new();
+    for (keys, side) in [(Some(keys_a), 0), (keys_b, SIDE_B)] {
+        let Some(keys) = keys else { continue };
+        for (row, list) in keys.iter().enumerate() {
+            entries.extend(list.iter().map(|k| (k, side | row as u64)));
+        }
+    }
+    entries.par_sort_unstable();
+    entries.dedup();
+    let groups = segments_of_groups(&entries);
+    // Number the usable keys in order, and list each record's usable keys
+    // (ascending, as entries are sorted by key): a pair is emitted for the
+    // first key the two lists share.
+    let mut group_id = vec![u32::MAX; groups.len()];
+    let mut next = 0u32;
+    for (g, range) in groups.iter().enumerate() {
+        let group = &entries[range.clone()];
+        let a_len = group.partition_point(|e| e.1 & SIDE_B == 0) as u64;
+        let met = match n_b {
+            Some(_) => a_len * (group.len() as u64 - a_len),
+            None => a_len * a_len.saturating_sub(1) / 2,
+        };
+        if met > max_bucket_pairs {
+            stats.oversize_buckets += 1;
+            stats.oversize_pairs += met;
+        } else if met > 0 {
+            group_id[g] = next;
+            next += 1;
+        }
+    }
+    let lists_a = KeyLists::new(&entries, &groups, &group_id, 0, n_a);
+    let lists_b = n_b.map(|n| KeyLists::new(&entries, &groups, &group_id, SIDE_B, n));
+    let usable: Vec<usize> = (0..groups.len())
+        .filter(|&g| group_id[g] != u32::MAX)
+        .collect();
+    let mut chunks: Vec<Range<usize>> = Vec::new();
+    let mut start = 0;
+    while start < usable.len() {
+        // About SEGMENT entries per task.
+        let mut end = start;
+        let mut size = 0;
+        while end < usable.len() && size < SEGMENT {
+            size += groups[usable[end]].len();
+            end += 1;
+        }
+        chunks.push(start..end);
+        start = end;
+    }
+    for wave in chunks.chunks(WAVE) {
+        let outs: Vec<(Option<T>, BlockStats)> = wave
+            .par_iter()
+            .map(|range| {
+                let mut pairs = Vec::new();
+                let mut s = BlockStats::default();
+                for &g in &usable[range.clone()] {
+                    let id = group_id[g];
+                    let group = &entries[groups[g].clone()];
+                    let split = group.partition_point(|e| e.1 & SIDE_B == 0);
+                    let (ga, gb) = match n_b {
+                        Some(_) => group.split_at(split),
+                        None => (group, group),
+                    };
+                    let other = lists_b.as_ref().unwrap_or(&lists_a);
+                    for (p, &(_, ea)) in ga.iter().enumerate() {
+                        let i = (ea & ROW_MASK) as usize;
+                        let partners = if n_b.is_some() { gb } else { &gb[p + 1..] };
+                        for &(_, eb) in partners {
+                            let j = (eb & ROW_MASK) as usize;
+                            s.bucket_pairs += 1;
+                            if first_common(lists_a.of(i), other.of(j)) == Some(id) {
+                                pairs.push((i as u32, j as u32));
+                            } else {
+                                s.repeats += 1;
+                            }
+                        }
+                    }
+                }
+                s.candidates = pairs.len() as u64;
+                ((!pairs.is_empty()).then(|| map(pairs)), s)
+            })
+            .collect();
+        for (mapped, s) in outs {
+            stats.add(&s);
+            if let Some(mapped) = mapped {
+                consume(mapped);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The ranges of equal keys in sorted entries.
+fn segments_of_groups<K: Ord>(entries: &[(&K, u64)]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < entries.len() {
+        let mut end = start + 1;
+        while end < entries.len() && entries[end].0 == entries[start].0 {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// Each record's usable key ids, ascending, in one flat array.
+struct KeyLists {
+    offsets: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+impl KeyLists {
+    fn new<K>(
+        entries: &[(&K, u64)],
+        groups: &[Range<usize>],
+        group_id: &[u32],
+        side: u64,
+        records: usize,
+    ) -> KeyLists {
+        let mut offsets = vec![0usize; records + 1];
+        let on_side = |e: &(&K, u64)| e.1 & SIDE_B == side;
+        for (g, range) in groups.iter().enumerate() {
+            if group_id[g] != u32::MAX {
+                for e in entries[range.clone()].iter().filter(|e| on_side(e)) {
+                    offsets[(e.1 & ROW_MASK) as usize + 1] += 1;
+                }
+            }
+        }
+        for r in 0..records {
+            offsets[r + 1] += offsets[r];
+        }
+        let mut cursor = offsets.clone();
+        let mut ids = vec![0u32; offsets[records]];
+        for (g, range) in groups.iter().enumerate() {
+            if group_id[g] != u32::MAX {
+                for e in entries[range.clone()].iter().filter(|e| on_side(e)) {
+                    let row = (e.1 & ROW_MASK) as usize;
+                    ids[cursor[row]] = group_id[g];
+                    cursor[row] += 1;
+                }
+            }
+        }
+        KeyLists { offsets, ids }
+    }
+
+    fn of(&self, row: usize) -> &[u32] {
+        &self.ids[self.offsets[row]..self.offsets[row + 1]]
+    }
+}
+
+/// The smallest id in both ascending lists.
+fn first_common(x: &[u32], y: &[u32]) -> Option<u32> {
+    let (mut p, mut q) = (0, 0);
+    while p < x.len() && q < y.len() {
+        match x[p].cmp(&y[q]) {
+            std::cmp::Ordering::Less => p += 1,
+            std::cmp::Ordering::Greater => q += 1,
+            std::cmp::Ordering::Equal => return Some(x[p]),
+        }
+    }
+    None
+}
+
+/// SplitMix64, for the sampled positions and the pair sample.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+
+    /// Uniform in `0..n`, `n > 0`.
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{SplitMix64 as Rng, random_clks_with_copies};
+    use std::collections::BTreeSet;
+
+    fn collect(
+        a: &[u64],
+        b: Option<&[u64]>,
+        words: usize,
+        params: &LshParams,
+    ) -> (Vec<(u32, u32)>, BlockStats) {
+        let mut pairs = Vec::new();
+        let stats =
+            lsh_candidates(a, b, words, params, |chunk| pairs.extend_from_slice(chunk)).unwrap();
+        (pairs, stats)
+    }
+
+    /// The pairs that share a dense bucket in some table, by brute force.
+    fn naive(
+        a: &[u64],
+        b: Option<&[u64]>,
+        words: usize,
+        params: &LshParams,
+    ) -> BTreeSet<(u32, u32)> {
+        let tables = make_tables(params, &informative_mask(a, b, words));
+        let other = b.unwrap_or(a);
+        let mut out = BTreeSet::new();
+        for (i, x) in a.chunks_exact(words).enumerate() {
+            for (j, y) in other.chunks_exact(words).enumerate() {
+                if b.is_none() && j <= i {
+                    continue;
+                }
+                let hit = tables.iter().any(|t| {
+                    let (hx, dx) = t.hash(x, params.min_key_bits);
+                    let (hy, dy) = t.hash(y, params.min_key_bits);
+                    dx && dy && bucket(hx) == bucket(hy)
+                });
+                if hit {
+                    out.insert((i as u32, j as u32));
+                }
+            }
+        }
+        out
+    }
+
+    fn params(tables: usize, bits_per_key: usize) -> LshParams {
+        LshParams {
+            tables,
+            bits_per_key,
+            seed: 42,
+            min_key_bits: 1,
+            max_bucket_pairs: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn collision_probability_is_hypergeometric() {
+        // C(8, 3) / C(10, 3)
+        assert!((collision_probability(10, 2, 3) - 56.0 / 120.0).abs() < 1e-12);
+        assert_eq!(collision_probability(10, 8, 3), 0.0);
+        assert_eq!(collision_probability(10, 0, 10), 1.0);
+        // Monte Carlo agrees: 64 bits, 10 differ, 6 sampled.
+        let mut rng = Rng::new(5);
+        let mut hits = 0;
+        for _ in 0..200_000 {
+            let mut pool: Vec<usize> = (0..64).collect();
+            let miss = (0..6).all(|i| {
+                let j = i + rng.below(64 - i);
+                pool.swap(i, j);
+                pool[i] >= 10
+            });
+            hits += usize::from(miss);
+        }
+        let expected = collision_probability(64, 10, 6);
+        assert!((hits as f64 / 200_000.0 - expected).abs() < 0.005);
+    }
+
+    #[test]
+    fn tables_reach_the_recall() {
+        for pi in [0.01, 0.05, 0.3, 0.9] {
+            let l = tables_for(pi, 0.99);
+            assert!(1.0 - (1.0 - pi).powi(l as i32) >= 0.99);
+            assert!(1.0 - (1.0 - pi).powi(l as i32 - 1) < 0.99 || l == 1);
+        }
+        assert_eq!(tables_for(1.0, 0.99), 1);
+    }
+
+    #[test]
+    fn the_plan_meets_its_own_recall() {
+        let plan = LshParams::for_threshold(0.8, 1024, 300.0, 1_000_000, Some(1_000_000)).unwrap();
+        assert_eq!(plan.budget, 120);
+        let p = plan.params;
+        assert!(p.tables <= MAX_TABLES && p.tables >= 1);
+        let pi = collision_probability(1024, plan.budget, p.bits_per_key);
+        assert!(1.0 - (1.0 - pi).powi(p.tables as i32) >= 0.99);
+        assert!((plan.recall - (1.0 - (1.0 - pi).powi(p.tables as i32))).abs() < 1e-12);
+        // Bigger inputs want longer keys.
+        let small = LshParams::for_threshold(0.8, 1024, 300.0, 1000, Some(1000)).unwrap();
+        assert!(small.params.bits_per_key < p.bits_per_key);
+        assert!(matches!(
+            LshParams::for_threshold(0.05, 1024, 300.0, 1000, None),
+            Err(BlockError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            LshParams::for_threshold(1.5, 1024, 300.0, 1000, None),
+            Err(BlockError::Threshold { .. })
+        ));
+    }
+
+    #[test]
+    fn candidates_are_exactly_the_colliding_pairs_once() {
+        let data = random_clks_with_copies(400, 200, 0.3, 0.08, 9);
+        for p in [params(12, 10), params(3, 4), params(30, 20)] {
+            let (pairs, stats) = collect(&data.a, Some(&data.b), data.words, &p);
+            let set: BTreeSet<_> = pairs.iter().copied().collect();
+            assert_eq!(set.len(), pairs.len(), "a pair was emitted twice");
+            assert_eq!(set, naive(&data.a, Some(&data.b), data.words, &p));
+            assert_eq!(stats.candidates, pairs.len() as u64);
+            assert_eq!(stats.bucket_pairs, stats.candidates + stats.repeats);
+            assert_eq!(stats.all_pairs, 400 * 400);
+        }
+    }
+
+    #[test]
+    fn deduplication_within_one_site() {
+        let data = random_clks_with_copies(300, 128, 0.3, 0.05, 3);
+        let both: Vec<u64> = data.a.iter().chain(&data.b).copied().collect();
+        let p = params(10, 8);
+        let (pairs, stats) = collect(&both, None, data.words, &p);
+        assert!(pairs.iter().all(|&(i, j)| i < j));
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        assert_eq!(set.len(), pairs.len());
+        assert_eq!(set, naive(&both, None, data.words, &p));
+        assert_eq!(stats.all_pairs, 600 * 599 / 2);
+        // The planted copies are found.
+        let found = data
+            .truth
+            .iter()
+            .filter(|&&(i, j)| set.contains(&(i, j + 300)))
+            .count();
+        assert!(found as f64 >= 0.95 * data.truth.len() as f64, "{found}");
+    }
+
+    #[test]
+    fn huge_buckets_are_skipped_and_reported() {
+        // 500 identical clks and 500 sparse ones that are all zero on most bits.
+        let words = 2;
+        let mut a = vec![0u64; 1000 * words];
+        for (i, clk) in a.chunks_exact_mut(words).enumerate() {
+            clk[0] = if i < 500 {
+                0xFFFF_0000_FFFF
+            } else {
+                1 << (i % 7)
+            };
+            clk[1] = if i < 500 { 0xF0F0 } else { 0 };
+        }
+        let mut p = params(4, 6);
+        p.max_bucket_pairs = 1000;
+        let (pairs, stats) = collect(&a, None, words, &p);
+        assert!(stats.oversize_buckets > 0);
+        assert!(stats.oversize_pairs >= 4 * 500 * 499 / 2);
+        assert!(stats.sparse_keys > 0);
+        assert!(pairs.len() < 500 * 499 / 2, "{}", pairs.len());
+        // A skipped bucket does not hide a pair that meets again later.
+        p.max_bucket_pairs = u64::MAX;
+        let (all, _) = collect(&a, None, words, &p);
+        assert!(all.len() >= 500 * 499 / 2);
+    }
+
+    #[test]
+    fn skipped_tables_do_not_count_as_first() {
+        // Rows 0 and 1 collide in every table; a cap that skips the big
+        // buckets of table 0 only must still emit them once.
+        let words = 1;
+        let mut a = vec![0u64; 40];
+        for (i, w) in a.iter_mut().enumerate() {
+            *w = if i < 2 {
+                0xFF
+            } else {
+                0xFF ^ (1 << (i % 8)) | (i as u64) << 8
+            };
+        }
+        let p = params(8, 3);
+        let exact = naive(&a, None, words, &p);
+        let mut capped = p;
+        capped.max_bucket_pairs = 3;
+        let (pairs, stats) = collect(&a, None, words, &capped);
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        assert_eq!(set.len(), pairs.len());
+        assert!(set.is_subset(&exact));
+        if stats.oversize_buckets > 0 && exact.contains(&(0, 1)) {
+            // (0, 1) share every bucket; it is emitted unless every one was skipped.
+            let tables = make_tables(&p, &informative_mask(&a, None, words));
+            let all_skipped = tables.iter().all(|t| {
+                let h = bucket(t.hash(&a[0..1], 1).0);
+                a.chunks(1).filter(|c| bucket(t.hash(c, 1).0) == h).count()
+                    * (a.chunks(1).filter(|c| bucket(t.hash(c, 1).0) == h).count() - 1)
+                    / 2
+                    > 3
+            });
+            assert_eq!(set.contains(&(0, 1)), !all_skipped);
+        }
+    }
+
+    #[test]
+    fn key_blocking_matches_brute_force() {
+        let mut rng = Rng::new(17);
+        let mut keys = |n: usize| -> Vec<Vec<u32>> {
+            (0..n)
+                .map(|_| (0..rng.below(4)).map(|_| rng.below(30) as u32).collect())
+                .collect()
+        };
+        let (ka, kb) = (keys(200), keys(150));
+        let share = |x: &Vec<u32>, y: &Vec<u32>| x.iter().any(|k| y.contains(k));
+        let mut pairs = Vec::new();
+        let stats =
+            key_candidates(&ka, Some(&kb), u64::MAX, |c| pairs.extend_from_slice(c)).unwrap();
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        assert_eq!(set.len(), pairs.len());
+        let mut expected = BTreeSet::new();
+        for (i, x) in ka.iter().enumerate() {
+            for (j, y) in kb.iter().enumerate() {
+                if share(x, y) {
+                    expected.insert((i as u32, j as u32));
+                }
+            }
+        }
+        assert_eq!(set, expected);
+        assert_eq!(stats.all_pairs, 200 * 150);
+        // One site.
+        let mut pairs = Vec::new();
+        key_candidates(&ka, None, u64::MAX, |c| pairs.extend_from_slice(c)).unwrap();
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        assert_eq!(set.len(), pairs.len());
+        let mut expected = BTreeSet::new();
+        for i in 0..ka.len() {
+            for j in i + 1..ka.len() {
+                if share(&ka[i], &ka[j]) {
+                    expected.insert((i as u32, j as u32));
+                }
+            }
+        }
+        assert_eq!(set, expected);
+        // A capped key drops only the pairs that share nothing else.
+        let mut pairs = Vec::new();
+        let stats = key_candidates(&ka, Some(&kb), 40, |c| pairs.extend_from_slice(c)).unwrap();
+        assert!(stats.oversize_buckets > 0);
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        assert_eq!(set.len(), pairs.len());
+        assert!(set.len() < expected.len() || expected.is_empty());
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let p = params(2, 2);
+        assert!(matches!(
+            lsh_candidates(&[1, 2, 3], None, 2, &p, |_| {}),
+            Err(BlockError::ClkLength { site: "A", .. })
+        ));
+        assert!(matches!(
+            lsh_candidates(&[1, 2], Some(&[1]), 2, &p, |_| {}),
+            Err(BlockError::ClkLength { site: "B", .. })
+        ));
+        assert!(matches!(
+            lsh_candidates(&[1, 2], None, 2, &params(0, 2), |_| {}),
+            Err(BlockError::Params { .. })
+        ));
+        let empty = lsh_candidates(&[], Some(&[1, 2]), 2, &p, |_| panic!("no pairs")).unwrap();
+        assert_eq!(empty.all_pairs, 0);
+        assert_eq!(empty.reduction_ratio(), 0.0);
+    }
+}

@@ -1,1 +1,0 @@
-//! Evaluation against ground truth: precision, recall, F1, score distributions.

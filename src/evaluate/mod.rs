@@ -1,0 +1,1051 @@
+//! Evaluation against ground truth: precision, recall, F1, score distributions.
+//!
+//! [`evaluate`] reads the links of a match run (`links.parquet`), the ground
+//! truth (a CSV of record pairs, or Febrl's `rec-N-org` / `rec-N-dup-M` naming
+//! convention) and optionally the entity file (the list of every record, which
+//! lets ids be checked) and the candidate scores (`scores.parquet`). It hands
+//! back a [`Report`]: the quality of the links and, with scores, the quality
+//! at each threshold of a sweep and the threshold that maximises F1. With a
+//! plot path it also draws the score distribution of true matches and
+//! non-matches and the precision / recall curve (SVG), the picture a linkage
+//! unit looks at to choose a threshold.
+//!
+//! Pairs are unordered: a link (A, x, B, y) and a truth pair (B, y, A, x) are
+//! the same pair.
+
+mod plot;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use arrow_array::{Array, Float32Array};
+use arrow_schema::DataType;
+
+use crate::io::table::{self, TableError};
+use crate::release::{ReleaseError, RowRef, read_entities};
+
+/// Why an evaluation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    /// Reading a Parquet file failed.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// The entity file is unreadable or malformed.
+    #[error(transparent)]
+    Entities(#[from] ReleaseError),
+    /// A file cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required column is absent.
+    #[error("{path} has no column `{column}` (expected {expected}); it has: {}", found.join(", "))]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        expected: &'static str,
+        found: Vec<String>,
+    },
+    /// A column has a type that cannot be used.
+    #[error("{path}, column `{column}`: expected {expected}, found {found}")]
+    ColumnType {
+        path: PathBuf,
+        column: String,
+        expected: &'static str,
+        found: String,
+    },
+    /// A value that must be present is missing.
+    #[error("{path}, {at}, column `{column}`: the value is missing")]
+    MissingValue {
+        path: PathBuf,
+        at: RowRef,
+        column: String,
+    },
+    /// A score that is not a number between 0 and 1.
+    #[error("{path}, {at}, column `score`: {score} is not a score between 0 and 1")]
+    BadScore {
+        path: PathBuf,
+        at: RowRef,
+        score: f32,
+    },
+    /// The same pair twice in one file.
+    #[error("{path}, {at}: the pair appears a second time (first at {first})")]
+    DuplicatePair {
+        path: PathBuf,
+        at: RowRef,
+        first: RowRef,
+    },
+    /// A pair of a record with itself.
+    #[error("{path}, {at}: a record paired with itself")]
+    SelfPair { path: PathBuf, at: RowRef },
+    /// A CSV file that cannot be parsed.
+    #[error("{path}, {at}: {message}")]
+    Csv {
+        path: PathBuf,
+        at: RowRef,
+        message: String,
+    },
+    /// The truth CSV header lacks the id columns, or has one site column only.
+    #[error(
+        "{path}: {problem}; a truth file has the columns id_a, id_b, and optionally site_a, site_b"
+    )]
+    TruthColumns { path: PathBuf, problem: String },
+    /// Truth without site columns when the linkage does not have one or two sites.
+    #[error(
+        "{path} has no site_a, site_b columns, so its ids must belong to a linkage of two sites \
+         (id_a of the first, id_b of the second in name order) or of one; found sites: {}",
+        if sites.is_empty() { "none (give --entities)".to_owned() } else { sites.join(", ") }
+    )]
+    TruthNeedsSites { path: PathBuf, sites: Vec<String> },
+    /// A record that is not in the entity file.
+    #[error("{path}, {at}: record {id:?} of site {site:?} is not in {entities}")]
+    UnknownRecord {
+        path: PathBuf,
+        at: RowRef,
+        site: String,
+        id: String,
+        entities: PathBuf,
+    },
+    /// Not one record of the truth occurs in the links or scores.
+    #[error(
+        "none of the records in {truth} occurs in {links}: are they from the same linkage, \
+         with the same site names? (give the entity file to check every id)"
+    )]
+    TruthDisjoint { truth: PathBuf, links: PathBuf },
+    /// Febrl truth needs the list of all records.
+    #[error(
+        "Febrl truth needs the entity file, to know every record and so the number of true pairs"
+    )]
+    FebrlNeedsEntities,
+    /// A record id that does not follow Febrl's naming.
+    #[error("{path}, {at}: record id {id:?} is not a Febrl id (rec-N-org or rec-N-dup-M)")]
+    NotFebrlId {
+        path: PathBuf,
+        at: RowRef,
+        id: String,
+    },
+    /// A threshold sweep that makes no sense.
+    #[error("thresholds {text:?}: {problem} (expected START:STOP:STEP, e.g. 0.5:1:0.05)")]
+    BadThresholds { text: String, problem: String },
+    /// Drawing or writing the plot failed.
+    #[error("cannot draw the plot {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+}
+
+/// Where the ground truth comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Truth {
+    /// A CSV file of true pairs: columns `id_a`, `id_b`, and optionally
+    /// `site_a`, `site_b`. Without site columns, `id_a` belongs to the first
+    /// and `id_b` to the second site of a two-site linkage (sites in name
+    /// order), or both to the only site of a deduplication.
+    PairsCsv(PathBuf),
+    /// Febrl's naming: `rec-N-org` and `rec-N-dup-M` with the same N are the
+    /// same person. The true pairs are all pairs of records with the same N in
+    /// different sites (or, when the entity file has one site, in that site).
+    /// Needs the entity file.
+    Febrl,
+}
+
+/// How the candidate pairs of a score file become links at each threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepMode {
+    /// Greedy in descending score (ties in file order): a pair is kept when
+    /// neither record already has a link to the other's site. For two sites
+    /// this is the one-to-one assignment `pprl match` makes, so a threshold
+    /// read off the sweep gives the links a match run at that threshold gives.
+    OneToOne,
+    /// Every candidate pair at or above the threshold is a link.
+    AllPairs,
+}
+
+/// Thresholds of a sweep: `start`, `start + step`, ... up to `stop`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdGrid {
+    start: f64,
+    stop: f64,
+    step: f64,
+}
+
+impl ThresholdGrid {
+    /// A grid from `start` to `stop` (inclusive when it falls on a step).
+    ///
+    /// # Errors
+    /// [`EvaluateError::BadThresholds`] unless `0 <= start <= stop <= 1` and `step > 0`.
+    pub fn new(start: f64, stop: f64, step: f64) -> Result<ThresholdGrid, EvaluateError> {
+        let bad = |problem: &str| EvaluateError::BadThresholds {
+            text: format!("{start}:{stop}:{step}"),
+            problem: problem.to_owned(),
+        };
+        if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&stop) {
+            return Err(bad("thresholds lie between 0 and 1"));
+        }
+        if start > stop {
+            return Err(bad("START is above STOP"));
+        }
+        if !(step > 0.0 && step.is_finite()) || (stop - start) / step > 100_000.0 {
+            return Err(bad(
+                "STEP must be positive and give at most 100000 thresholds",
+            ));
+        }
+        Ok(ThresholdGrid { start, stop, step })
+    }
+
+    /// The grid used when none is given: steps of 0.05 from the lowest
+    /// candidate score (rounded up to a step) to 1. Below the lowest score a
+    /// sweep says nothing: `pprl match --min-score` left those pairs out.
+    pub fn auto(lowest_score: f32) -> ThresholdGrid {
+        let step = 0.05;
+        let start = ((f64::from(lowest_score) / step - 1e-9).ceil() * step).clamp(0.0, 1.0);
+        ThresholdGrid {
+            start,
+            stop: 1.0,
+            step,
+        }
+    }
+
+    /// The thresholds, as the `f32` that scores are compared with.
+    pub fn thresholds(&self) -> Vec<f32> {
+        // Counting steps in integers keeps 0.1 + 0.1 + ... from drifting past STOP.
+        let n = ((self.stop - self.start) / self.step + 1e-9).floor() as usize;
+        (0..=n)
+            .map(|i| {
+                let t = self.start + i as f64 * self.step;
+                ((t * 1e6).round() / 1e6) as f32
+            })
+            .collect()
+    }
+}
+
+impl FromStr for ThresholdGrid {
+    type Err = EvaluateError;
+
+    /// Parses `START:STOP:STEP`, e.g. `0.5:1:0.05`.
+    fn from_str(text: &str) -> Result<ThresholdGrid, EvaluateError> {
+        let bad = |problem: &str| EvaluateError::BadThresholds {
+            text: text.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let parts: Vec<&str> = text.split(':').map(str::trim).collect();
+        let [start, stop, step] = parts[..] else {
+            return Err(bad("three numbers separated by ':' are needed"));
+        };
+        let number = |s: &str| {
+            s.parse::<f64>()
+                .map_err(|_| bad(&format!("{s:?} is not a number")))
+        };
+        ThresholdGrid::new(number(start)?, number(stop)?, number(step)?)
+    }
+}
+
+/// What [`evaluate`] compares.
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    /// `links.parquet` of a match run.
+    pub links: PathBuf,
+    /// The ground truth.
+    pub truth: Truth,
+    /// `entities.parquet` of the same run: every record. With it every id in
+    /// the truth, the links and the scores is checked, and Febrl truth can be
+    /// counted.
+    pub entities: Option<PathBuf>,
+    /// `scores.parquet` of the same run (candidate pairs): enables the sweep.
+    pub scores: Option<PathBuf>,
+    /// Thresholds of the sweep; `None` for [`ThresholdGrid::auto`].
+    pub thresholds: Option<ThresholdGrid>,
+    /// How the sweep turns candidates into links; `None` for one-to-one when
+    /// the scores hold exactly two sites and every pair crosses them, all
+    /// pairs otherwise.
+    pub sweep_mode: Option<SweepMode>,
+    /// Where to write the SVG plot, if anywhere.
+    pub plot: Option<PathBuf>,
+}
+
+impl EvaluateOptions {
+    /// Links and truth only: no entity file, no sweep, no plot.
+    pub fn new(links: &Path, truth: Truth) -> EvaluateOptions {
+        EvaluateOptions {
+            links: links.to_path_buf(),
+            truth,
+            entities: None,
+            scores: None,
+            thresholds: None,
+            sweep_mode: None,
+            plot: None,
+        }
+    }
+}
+
+/// Link quality against the truth. Precision is 0 when there are no links,
+/// recall 0 when there are no true pairs, F1 0 when both are 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    /// Links counted.
+    pub links: u64,
+    /// Links that are true pairs.
+    pub true_positives: u64,
+    /// Links that are not true pairs.
+    pub false_positives: u64,
+    /// True pairs without a link.
+    pub false_negatives: u64,
+    /// `TP / (TP + FP)`.
+    pub precision: f64,
+    /// `TP / (TP + FN)`.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+}
+
+impl Quality {
+    /// The figures of `links` links of which `true_positives` are true, out
+    /// of `truth_pairs` true pairs.
+    pub fn new(links: u64, true_positives: u64, truth_pairs: u64) -> Quality {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let precision = ratio(true_positives, links);
+        let recall = ratio(true_positives, truth_pairs);
+        let f1 = if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        Quality {
+            links,
+            true_positives,
+            false_positives: links - true_positives,
+            false_negatives: truth_pairs - true_positives,
+            precision,
+            recall,
+            f1,
+        }
+    }
+}
+
+/// Quality when only pairs scoring at least `threshold` are links.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdRow {
+    /// The threshold (pairs with `score >= threshold` are links).
+    pub threshold: f32,
+    /// Quality of those links.
+    pub quality: Quality,
+}
+
+/// The quality over a sweep of thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// How candidates became links.
+    pub mode: SweepMode,
+    /// Candidate pairs in the score file.
+    pub candidates: u64,
+    /// The lowest candidate score (0 when there are none).
+    pub lowest_score: f32,
+    /// One row per threshold of the grid.
+    pub rows: Vec<ThresholdRow>,
+    /// The threshold that maximises F1, searched over every distinct score
+    /// (not only the grid); the highest such threshold when several tie.
+    /// `None` without candidates.
+    pub best: Option<ThresholdRow>,
+}
+
+/// The outcome of [`evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// True pairs in the truth.
+    pub truth_pairs: u64,
+    /// Records in the entity file, when given.
+    pub records: Option<u64>,
+    /// Whether every id was checked against the entity file.
+    pub ids_checked: bool,
+    /// Quality of the links.
+    pub links: Quality,
+    /// The sweep, when scores were given.
+    pub sweep: Option<Sweep>,
+}
+
+/// Evaluates a match run against the truth (see the module documentation).
+///
+/// # Errors
+/// An [`EvaluateError`] naming the file, row and column: unreadable or
+/// malformed files, ids of the truth, links or scores that are not in the
+/// entity file, a truth file none of whose records occurs in the links or
+/// scores, Febrl truth without the entity file or with ids that do not follow
+/// Febrl's naming, or a failed plot (no plot file is left then).
+pub fn evaluate(options: &EvaluateOptions) -> Result<Report, EvaluateError> {
+    let mut records = match &options.entities {
+        Some(path) => Records::from_entities(path)?,
+        None => Records::open(),
+    };
+    let links = read_scored_pairs(&options.links, &mut records)?;
+    let scores = match &options.scores {
+        Some(path) => Some(read_scored_pairs(path, &mut records)?),
+        None => None,
+    };
+    let truth = match &options.truth {
+        Truth::PairsCsv(path) => {
+            let seen_before = records.len();
+            let (truth, found) = read_truth_csv(path, &mut records)?;
+            let searched = if scores.is_some() {
+                options.scores.as_deref()
+            } else {
+                Some(options.links.as_path())
+            };
+            let has_candidates =
+                !links.is_empty() || scores.as_ref().is_some_and(|s| !s.is_empty());
+            if options.entities.is_none()
+                && has_candidates
+                && seen_before > 0
+                && found == 0
+                && !truth.is_empty()
+            {
+                return Err(EvaluateError::TruthDisjoint {
+                    truth: path.clone(),
+                    links: searched.unwrap_or(&options.links).to_path_buf(),
+                });
+            }
+            truth
+        }
+        Truth::Febrl => {
+            let Some(entities) = &options.entities else {
+                return Err(EvaluateError::FebrlNeedsEntities);
+            };
+            febrl_truth(entities, &records)?
+        }
+    };
+    let truth_pairs = truth.len() as u64;
+    let link_tp = links.iter().filter(|p| truth.contains(&p.pair)).count() as u64;
+    let link_quality = Quality::new(links.len() as u64, link_tp, truth_pairs);
+
+    let sweep = match &scores {
+        Some(candidates) => {
+            let mode = options
+                .sweep_mode
+                .unwrap_or_else(|| auto_mode(candidates, &records));
+            let curve = Curve::new(candidates, &truth, mode, &records);
+            let grid = options
+                .thresholds
+                .unwrap_or_else(|| ThresholdGrid::auto(curve.lowest_score()));
+            Some(curve.sweep(mode, &grid, candidates.len() as u64))
+        }
+        None => None,
+    };
+
+    if let Some(path) = &options.plot {
+        // Without scores the links themselves are the candidates: the curve
+        // then covers thresholds above the one the match run used.
+        let (candidates, mode) = match &scores {
+            Some(candidates) => (
+                candidates,
+                sweep.as_ref().map_or(SweepMode::AllPairs, |s| s.mode),
+            ),
+            None => (&links, SweepMode::AllPairs),
+        };
+        let curve = Curve::new(candidates, &truth, mode, &records);
+        let best = curve.best();
+        let data = plot::PlotData {
+            true_scores: candidates
+                .iter()
+                .filter(|p| truth.contains(&p.pair))
+                .map(|p| p.score)
+                .collect(),
+            false_scores: candidates
+                .iter()
+                .filter(|p| !truth.contains(&p.pair))
+                .map(|p| p.score)
+                .collect(),
+            curve: curve.points(1000),
+            marked: best.map(|b| b.threshold),
+            source: if scores.is_some() {
+                "candidate pairs"
+            } else {
+                "links"
+            },
+        };
+        plot::write_svg(path, &data)?;
+    }
+
+    Ok(Report {
+        truth_pairs,
+        records: options.entities.as_ref().map(|_| records.len() as u64),
+        ids_checked: options.entities.is_some(),
+        links: link_quality,
+        sweep,
+    })
+}
+
+/// Every record seen, numbered: from the entity file (closed: an unknown
+/// record is an error) or from the files as they are read (open).
+struct Records {
+    index: HashMap<String, HashMap<String, u32>>,
+    site_of: Vec<u32>,
+    sites: Vec<String>,
+    ids: Vec<String>,
+    entities: Option<PathBuf>,
+}
+
+impl Records {
+    fn open() -> Records {
+        Records {
+            index: HashMap::new(),
+            site_of: Vec::new(),
+            sites: Vec::new(),
+            ids: Vec::new(),
+            entities: None,
+        }
+    }
+
+    fn from_entities(path: &Path) -> Result<Records, EvaluateError> {
+        let table = read_entities(path)?;
+        let mut records = Records::open();
+        for (site, id) in table.sites.iter().zip(&table.ids) {
+            records.insert(site, id);
+        }
+        records.entities = Some(path.to_path_buf());
+        Ok(records)
+    }
+
+    fn len(&self) -> usize {
+        self.site_of.len()
+    }
+
+    fn get(&self, site: &str, id: &str) -> Option<u32> {
+        self.index.get(site)?.get(id).copied()
+    }
+
+    fn insert(&mut self, site: &str, id: &str) -> u32 {
+        if let Some(r) = self.get(site, id) {
+            return r;
+        }
+        let site_index = match self.sites.iter().position(|s| s == site) {
+            Some(i) => i as u32,
+            None => {
+                self.sites.push(site.to_owned());
+                (self.sites.len() - 1) as u32
+            }
+        };
+        let r = self.site_of.len() as u32;
+        self.index
+            .entry(site.to_owned())
+            .or_default()
+            .insert(id.to_owned(), r);
+        self.site_of.push(site_index);
+        self.ids.push(id.to_owned());
+        r
+    }
+
+    /// The record of `(site, id)`, added when the set is open.
+    fn resolve(
+        &mut self,
+        path: &Path,
+        at: RowRef,
+        site: &str,
+        id: &str,
+    ) -> Result<u32, EvaluateError> {
+        match (&self.entities, self.get(site, id)) {
+            (_, Some(r)) => Ok(r),
+            (None, None) => Ok(self.insert(site, id)),
+            (Some(entities), None) => Err(EvaluateError::UnknownRecord {
+                path: path.to_path_buf(),
+                at,
+                site: site.to_owned(),
+                id: id.to_owned(),
+                entities: entities.clone(),
+            }),
+        }
+    }
+
+    fn sorted_sites(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.sites.iter().collect();
+        set.into_iter().cloned().collect()
+    }
+}
+
+/// An unordered pair of records as one key.
+fn pair_key(a: u32, b: u32) -> u64 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (u64::from(lo) << 32) | u64::from(hi)
+}
+
+/// A pair from a links or scores file.
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    pair: u64,
+    score: f32,
+}
+
+fn read_scored_pairs(path: &Path, records: &mut Records) -> Result<Vec<Scored>, EvaluateError> {
+    let (schema, batches, _) = table::read_batches(path)?;
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    for (column, expected) in [
+        ("site_a", "Utf8 strings"),
+        ("id_a", "Utf8 strings"),
+        ("site_b", "Utf8 strings"),
+        ("id_b", "Utf8 strings"),
+        ("score", "Float32"),
+    ] {
+        if schema.column_with_name(column).is_none() {
+            return Err(EvaluateError::MissingColumn {
+                path: path.to_path_buf(),
+                column: column.to_owned(),
+                expected,
+                found: names,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let mut first_row: HashMap<u64, u64> = HashMap::new();
+    let mut row0 = 0u64;
+    for batch in &batches {
+        let column = |name: &str| crate::release::string_column(path, batch, name);
+        let (site_a, id_a, site_b, id_b) = (
+            column("site_a")?,
+            column("id_a")?,
+            column("site_b")?,
+            column("id_b")?,
+        );
+        let score = batch.column_by_name("score").expect("checked above");
+        let type_error = || EvaluateError::ColumnType {
+            path: path.to_path_buf(),
+            column: "score".into(),
+            expected: "Float32",
+            found: score.data_type().to_string(),
+        };
+        if !matches!(score.data_type(), DataType::Float32 | DataType::Float64) {
+            return Err(type_error());
+        }
+        let score =
+            arrow_cast::cast(score.as_ref(), &DataType::Float32).map_err(|_| type_error())?;
+        let score = score
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(type_error)?;
+        for i in 0..batch.num_rows() {
+            let row = row0 + i as u64 + 1;
+            let at = RowRef::Row(row);
+            for (name, array) in [
+                ("site_a", &site_a),
+                ("id_a", &id_a),
+                ("site_b", &site_b),
+                ("id_b", &id_b),
+            ] {
+                if array.is_null(i) {
+                    return Err(EvaluateError::MissingValue {
+                        path: path.to_path_buf(),
+                        at,
+                        column: name.to_owned(),
+                    });
+                }
+            }
+            if score.is_null(i) {
+                return Err(EvaluateError::MissingValue {
+                    path: path.to_path_buf(),
+                    at,
+                    column: "score".into(),
+                });
+            }
+            let s = score.value(i);
+            if !(0.0..=1.0).contains(&s) {
+                return Err(EvaluateError::BadScore {
+                    path: path.to_path_buf(),
+                    at,
+                    score: s,
+                });
+            }
+            let a = records.resolve(path, at, site_a.value(i), id_a.value(i))?;
+            let b = records.resolve(path, at, site_b.value(i), id_b.value(i))?;
+            if a == b {
+                return Err(EvaluateError::SelfPair {
+                    path: path.to_path_buf(),
+                    at,
+                });
+            }
+            let pair = pair_key(a, b);
+            if let Some(&first) = first_row.get(&pair) {
+                return Err(EvaluateError::DuplicatePair {
+                    path: path.to_path_buf(),
+                    at,
+                    first: RowRef::Row(first),
+                });
+            }
+            first_row.insert(pair, row);
+            out.push(Scored { pair, score: s });
+        }
+        row0 += batch.num_rows() as u64;
+    }
+    Ok(out)
+}
+
+/// Reads a truth CSV; returns its pairs and how many of its records were
+/// already known (from the entity file, the links or the scores).
+fn read_truth_csv(
+    path: &Path,
+    records: &mut Records,
+) -> Result<(HashSet<u64>, usize), EvaluateError> {
+    let file = std::fs::File::open(path).map_err(|source| EvaluateError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(std::io::BufReader::new(file));
+    let csv_error = |e: csv::Error| EvaluateError::Csv {
+        path: path.to_path_buf(),
+        at: RowRef::Line(e.position().map_or(1, |p| p.line())),
+        message: match e.kind() {
+            csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            } => format!("expected {expected_len} fields as in the header, found {len}"),
+            _ => e.to_string(),
+        },
+    };
+    let header = reader.headers().map_err(csv_error)?.clone();
+    let find = |name: &str| header.iter().position(|h| h == name);
+    let (Some(col_a), Some(col_b)) = (find("id_a"), find("id_b")) else {
+        return Err(EvaluateError::TruthColumns {
+            path: path.to_path_buf(),
+            problem: format!(
+                "the header is {:?}",
+                header.iter().collect::<Vec<_>>().join(",")
+            ),
+        });
+    };
+    let site_cols = match (find("site_a"), find("site_b")) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        _ => {
+            return Err(EvaluateError::TruthColumns {
+                path: path.to_path_buf(),
+                problem: "only one of site_a, site_b is there".into(),
+            });
+        }
+    };
+    let default_sites = if site_cols.is_none() {
+        let sites = records.sorted_sites();
+        match sites.as_slice() {
+            [only] => Some((only.clone(), only.clone())),
+            [a, b] => Some((a.clone(), b.clone())),
+            _ => {
+                return Err(EvaluateError::TruthNeedsSites {
+                    path: path.to_path_buf(),
+                    sites,
+                });
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut truth = HashSet::new();
+    let mut found = 0;
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).map_err(csv_error)? {
+        let at = RowRef::Line(record.position().map_or(0, |p| p.line()));
+        let field = |col: usize, name: &str| -> Result<String, EvaluateError> {
+            match record.get(col) {
+                Some(v) if !v.is_empty() => Ok(v.to_owned()),
+                _ => Err(EvaluateError::MissingValue {
+                    path: path.to_path_buf(),
+                    at,
+                    column: name.to_owned(),
+                }),
+            }
+        };
+        let (site_a, site_b) = match (site_cols, &default_sites) {
+            (Some((a, b)), _) => (field(a, "site_a")?, field(b, "site_b")?),
+            (None, Some((a, b))) => (a.clone(), b.clone()),
+            (None, None) => unreachable!("sites are resolved above"),
+        };
+        let (id_a, id_b) = (field(col_a, "id_a")?, field(col_b, "id_b")?);
+        found += usize::from(records.get(&site_a, &id_a).is_some())
+            + usize::from(records.get(&site_b, &id_b).is_some());
+        let a = records.resolve(path, at, &site_a, &id_a)?;
+        let b = records.resolve(path, at, &site_b, &id_b)?;
+        if a == b {
+            return Err(EvaluateError::SelfPair {
+                path: path.to_path_buf(),
+                at,
+            });
+        }
+        // A pair listed twice is still one true pair.
+        truth.insert(pair_key(a, b));
+    }
+    Ok((truth, found))
+}
+
+/// The `N` of a Febrl record id `rec-N-org` or `rec-N-dup-M`.
+pub fn febrl_entity(id: &str) -> Option<u64> {
+    let rest = id.strip_prefix("rec-")?;
+    let (n, kind) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let valid = kind == "org" || kind.strip_prefix("dup-").is_some_and(digits);
+    (valid && digits(n)).then(|| n.parse().ok()).flatten()
+}
+
+fn febrl_truth(entities: &Path, records: &Records) -> Result<HashSet<u64>, EvaluateError> {
+    let mut groups: HashMap<u64, Vec<u32>> = HashMap::new();
+    // Records are numbered in entity-file order, so r + 1 is its row.
+    for (r, id) in records.ids.iter().enumerate() {
+        let n = febrl_entity(id).ok_or_else(|| EvaluateError::NotFebrlId {
+            path: entities.to_path_buf(),
+            at: RowRef::Row(r as u64 + 1),
+            id: id.clone(),
+        })?;
+        groups.entry(n).or_default().push(r as u32);
+    }
+    let one_site = records.sites.len() == 1;
+    let mut truth = HashSet::new();
+    for members in groups.values() {
+        for (i, &a) in members.iter().enumerate() {
+            for &b in &members[i + 1..] {
+                if one_site || records.site_of[a as usize] != records.site_of[b as usize] {
+                    truth.insert(pair_key(a, b));
+                }
+            }
+        }
+    }
+    Ok(truth)
+}
+
+fn auto_mode(candidates: &[Scored], records: &Records) -> SweepMode {
+    let mut sites = BTreeSet::new();
+    let mut crossing = true;
+    for p in candidates {
+        let (a, b) = ((p.pair >> 32) as usize, (p.pair & 0xFFFF_FFFF) as usize);
+        let (sa, sb) = (records.site_of[a], records.site_of[b]);
+        crossing &= sa != sb;
+        sites.insert(sa);
+        sites.insert(sb);
+    }
+    if crossing && sites.len() == 2 {
+        SweepMode::OneToOne
+    } else {
+        SweepMode::AllPairs
+    }
+}
+
+/// The links at every threshold at once: the pairs kept by the sweep mode,
+/// in descending score, each marked true or not. The links at threshold t are
+/// a prefix of this list (greedy decisions above t do not depend on pairs
+/// below t).
+struct Curve {
+    scores: Vec<f32>,
+    /// `true_prefix[k]`: true pairs among the first k kept pairs.
+    true_prefix: Vec<u64>,
+    truth_pairs: u64,
+    lowest: f32,
+}
+
+/// One point of the precision / recall curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CurvePoint {
+    pub threshold: f32,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+impl Curve {
+    fn new(
+        candidates: &[Scored],
+        truth: &HashSet<u64>,
+        mode: SweepMode,
+        records: &Records,
+    ) -> Curve {
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        // Stable: equal scores keep file order, which is (site_a, id_a, site_b, id_b).
+        order.sort_by(|&x, &y| candidates[y].score.total_cmp(&candidates[x].score));
+        let mut linked: HashSet<(u32, u32)> = HashSet::new();
+        let mut scores = Vec::with_capacity(order.len());
+        let mut true_prefix = Vec::with_capacity(order.len() + 1);
+        true_prefix.push(0);
+        for i in order {
+            let p = candidates[i];
+            if mode == SweepMode::OneToOne {
+                let (a, b) = ((p.pair >> 32) as u32, (p.pair & 0xFFFF_FFFF) as u32);
+                let (sa, sb) = (records.site_of[a as usize], records.site_of[b as usize]);
+                if linked.contains(&(a, sb)) || linked.contains(&(b, sa)) {
+                    continue;
+                }
+                linked.insert((a, sb));
+                linked.insert((b, sa));
+            }
+            scores.push(p.score);
+            let last = *true_prefix.last().expect("starts with 0");
+            true_prefix.push(last + u64::from(truth.contains(&p.pair)));
+        }
+        let lowest = candidates
+            .iter()
+            .map(|p| p.score)
+            .fold(f32::INFINITY, f32::min);
+        Curve {
+            scores,
+            true_prefix,
+            truth_pairs: truth.len() as u64,
+            lowest: if lowest.is_finite() { lowest } else { 0.0 },
+        }
+    }
+
+    fn lowest_score(&self) -> f32 {
+        self.lowest
+    }
+
+    /// Quality of the first `k` kept pairs.
+    fn quality(&self, k: usize) -> Quality {
+        Quality::new(k as u64, self.true_prefix[k], self.truth_pairs)
+    }
+
+    /// Kept pairs scoring at least `threshold`.
+    fn count_at(&self, threshold: f32) -> usize {
+        self.scores.partition_point(|&s| s >= threshold)
+    }
+
+    /// Ends of runs of equal scores: each is a threshold with its prefix length.
+    fn boundaries(&self) -> impl Iterator<Item = (f32, usize)> + '_ {
+        (0..self.scores.len())
+            .filter(|&i| i + 1 == self.scores.len() || self.scores[i + 1] != self.scores[i])
+            .map(|i| (self.scores[i], i + 1))
+    }
+
+    fn best(&self) -> Option<ThresholdRow> {
+        let mut best: Option<ThresholdRow> = None;
+        for (threshold, k) in self.boundaries() {
+            let quality = self.quality(k);
+            // Descending thresholds: keep the first (highest) of equal F1s.
+            if best.is_none_or(|b| quality.f1 > b.quality.f1) {
+                best = Some(ThresholdRow { threshold, quality });
+            }
+        }
+        best
+    }
+
+    fn sweep(&self, mode: SweepMode, grid: &ThresholdGrid, candidates: u64) -> Sweep {
+        let rows = grid
+            .thresholds()
+            .into_iter()
+            .map(|threshold| ThresholdRow {
+                threshold,
+                quality: self.quality(self.count_at(threshold)),
+            })
+            .collect();
+        Sweep {
+            mode,
+            candidates,
+            lowest_score: self.lowest,
+            rows,
+            best: self.best(),
+        }
+    }
+
+    /// At most about `max` points of the curve, in ascending threshold.
+    fn points(&self, max: usize) -> Vec<CurvePoint> {
+        let all: Vec<(f32, usize)> = self.boundaries().collect();
+        let stride = all.len().div_ceil(max.max(1)).max(1);
+        let mut points: Vec<CurvePoint> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % stride == 0 || *i + 1 == all.len())
+            .map(|(_, &(threshold, k))| {
+                let q = self.quality(k);
+                CurvePoint {
+                    threshold,
+                    precision: q.precision,
+                    recall: q.recall,
+                    f1: q.f1,
+                }
+            })
+            .collect();
+        points.reverse();
+        points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_by_hand() {
+        // 4 links, 3 true, 6 true pairs: P = 3/4, R = 3/6, F1 = 2*0.75*0.5/1.25 = 0.6.
+        let q = Quality::new(4, 3, 6);
+        assert_eq!((q.false_positives, q.false_negatives), (1, 3));
+        assert!((q.precision - 0.75).abs() < 1e-12);
+        assert!((q.recall - 0.5).abs() < 1e-12);
+        assert!((q.f1 - 0.6).abs() < 1e-12);
+        let none = Quality::new(0, 0, 5);
+        assert_eq!((none.precision, none.recall, none.f1), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn febrl_ids() {
+        assert_eq!(febrl_entity("rec-1070-org"), Some(1070));
+        assert_eq!(febrl_entity("rec-561-dup-0"), Some(561));
+        assert_eq!(febrl_entity("rec-561-dup-12"), Some(561));
+        for bad in [
+            "rec-x-org",
+            "rec-1-dup-",
+            "rec-1",
+            "rec--org",
+            "1-org",
+            "rec-1-orgx",
+            "rec-1-dup-a",
+        ] {
+            assert_eq!(febrl_entity(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn grid_steps_do_not_drift() {
+        let grid: ThresholdGrid = "0.5:1:0.1".parse().unwrap();
+        assert_eq!(grid.thresholds(), [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]);
+        assert_eq!(ThresholdGrid::auto(0.5).thresholds().len(), 11);
+        assert_eq!(ThresholdGrid::auto(0.51).thresholds()[0], 0.55);
+        assert!("0.9:0.5:0.1".parse::<ThresholdGrid>().is_err());
+        assert!("0.5:1".parse::<ThresholdGrid>().is_err());
+        assert!("0.5:1:0".parse::<ThresholdGrid>().is_err());
+    }
+
+    fn two_sites() -> Records {
+        let mut r = Records::open();
+        for id in ["a1", "a2"] {
+            r.insert("A", id);
+        }
+        for id in ["b1", "b2"] {
+            r.insert("B", id);
+        }
+        r
+    }
+
+    #[test]
+    fn one_to_one_sweep_keeps_the_best_partner_only() {
+        let r = two_sites();
+        let (a1, a2, b1, b2) = (0, 1, 2, 3);
+        let cands = [
+            Scored {
+                pair: pair_key(a1, b1),
+                score: 0.9,
+            },
+            Scored {
+                pair: pair_key(a1, b2),
+                score: 0.8,
+            }, // a1 is taken: dropped in one-to-one
+            Scored {
+                pair: pair_key(a2, b2),
+                score: 0.7,
+            },
+        ];
+        let truth: HashSet<u64> = [pair_key(a1, b1), pair_key(a2, b2)].into();
+        let one = Curve::new(&cands, &truth, SweepMode::OneToOne, &r);
+        assert_eq!(one.scores, [0.9, 0.7]);
+        let best = one.best().unwrap();
+        assert_eq!(best.threshold, 0.7);
+        assert_eq!(best.quality.f1, 1.0);
+        let all = Curve::new(&cands, &truth, SweepMode::AllPairs, &r);
+        let best = all.best().unwrap();
+        // All pairs: at 0.9 P=1 R=0.5 F1=2/3; at 0.8 P=.5 R=.5; at 0.7 P=2/3 R=1 F1=0.8.
+        assert_eq!(best.threshold, 0.7);
+        assert!((best.quality.f1 - 0.8).abs() < 1e-12);
+        assert_eq!(auto_mode(&cands, &r), SweepMode::OneToOne);
+    }
+}

@@ -1,0 +1,214 @@
+//! The evaluation picture (SVG): above, the score histogram of true matches
+//! and non-matches; below, precision, recall and F1 against the threshold,
+//! with the threshold that maximises F1 marked on both.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{CurvePoint, EvaluateError};
+
+/// Histogram bins between the lowest score shown and 1.
+const BINS: usize = 50;
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 900;
+
+/// What the picture shows.
+pub(crate) struct PlotData {
+    /// Scores of candidate pairs that are true pairs.
+    pub true_scores: Vec<f32>,
+    /// Scores of candidate pairs that are not.
+    pub false_scores: Vec<f32>,
+    /// The precision / recall curve, ascending threshold.
+    pub curve: Vec<CurvePoint>,
+    /// The threshold to mark (best F1).
+    pub marked: Option<f32>,
+    /// What the pairs are ("candidate pairs", "links").
+    pub source: &'static str,
+}
+
+/// Draws `data` and writes the SVG to `path` atomically.
+pub(crate) fn write_svg(path: &Path, data: &PlotData) -> Result<(), EvaluateError> {
+    let mut svg = String::new();
+    draw(&mut svg, data).map_err(|e| EvaluateError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    crate::io::atomic::write_all(path, svg.as_bytes()).map_err(|e| EvaluateError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The lowest x shown: the lowest score (or marked threshold) rounded down to 0.05.
+fn x_low(data: &PlotData) -> f64 {
+    let lowest = data
+        .true_scores
+        .iter()
+        .chain(&data.false_scores)
+        .copied()
+        .chain(data.marked)
+        .fold(1.0f32, f32::min);
+    let low = (f64::from(lowest) * 20.0).floor() / 20.0;
+    low.min(0.95).max(0.0)
+}
+
+fn histogram(scores: &[f32], low: f64) -> Vec<(f64, f64, f64)> {
+    let width = (1.0 - low) / BINS as f64;
+    let mut counts = vec![0u64; BINS];
+    for &s in scores {
+        // The nudge puts an f32 score such as 0.51 (0.50999...) in the bin that starts at 0.51.
+        let bin = ((f64::from(s) - low) / width + 1e-4).floor().max(0.0) as usize;
+        counts[bin.min(BINS - 1)] += 1;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            (
+                low + i as f64 * width,
+                low + (i + 1) as f64 * width,
+                c as f64,
+            )
+        })
+        .collect()
+}
+
+fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Error>> {
+    let true_colour = RGBColor(0, 140, 70);
+    let false_colour = RGBColor(200, 40, 40);
+    let mark_colour = RGBColor(90, 90, 90);
+
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(HEIGHT / 2);
+    let low = x_low(data);
+
+    let true_bins = histogram(&data.true_scores, low);
+    let false_bins = histogram(&data.false_scores, low);
+    let y_max = true_bins
+        .iter()
+        .chain(&false_bins)
+        .map(|b| b.2)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "Scores of {}: {} true matches, {} non-matches",
+                data.source,
+                data.true_scores.len(),
+                data.false_scores.len()
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(low..1.0f64, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("score")
+        .y_desc("pairs")
+        .draw()?;
+    for (bins, colour, label) in [
+        (&false_bins, false_colour, "non-matches"),
+        (&true_bins, true_colour, "true matches"),
+    ] {
+        let style = colour.mix(0.5).filled();
+        chart
+            .draw_series(
+                bins.iter()
+                    .filter(|b| b.2 > 0.0)
+                    .map(move |&(x0, x1, c)| Rectangle::new([(x0, 0.0), (x1, c)], style)),
+            )?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], style));
+    }
+    if let Some(t) = data.marked {
+        let t = f64::from(t);
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(t, 0.0), (t, y_max)],
+                mark_colour.stroke_width(2),
+            )))?
+            .label(format!("best F1 threshold {t:.4}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], mark_colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(
+            "Precision, recall and F1 of the links at each threshold",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(low..1.0f64, 0.0..1.05f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("threshold (links: pairs scoring at least this)")
+        .y_desc("fraction")
+        .draw()?;
+    let series: [(&str, RGBColor, fn(&CurvePoint) -> f64); 3] = [
+        ("precision", RGBColor(30, 90, 200), |p| p.precision),
+        ("recall", RGBColor(230, 130, 0), |p| p.recall),
+        ("F1", BLACK, |p| p.f1),
+    ];
+    for (label, colour, value) in series {
+        chart
+            .draw_series(LineSeries::new(
+                data.curve
+                    .iter()
+                    .map(|p| (f64::from(p.threshold), value(p))),
+                colour.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+            });
+    }
+    if let Some(t) = data.marked {
+        let t = f64::from(t);
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(t, 0.0), (t, 1.05)],
+            mark_colour.stroke_width(2),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("best F1 threshold {t:.4}"),
+            (t, 0.08),
+            ("sans-serif", 14),
+        )))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_counts_every_score_once() {
+        let scores = [0.5f32, 0.51, 0.99, 1.0, 1.0];
+        let bins = histogram(&scores, 0.5);
+        assert_eq!(bins.len(), BINS);
+        assert_eq!(bins.iter().map(|b| b.2).sum::<f64>(), 5.0);
+        assert_eq!(bins[BINS - 1].2, 3.0); // 0.99 and both 1.0
+        assert_eq!(bins[0].2, 1.0);
+    }
+}

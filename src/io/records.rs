@@ -1,0 +1,902 @@
+//! Site input: a site's records, read from CSV or Parquet in batches of rows.
+//!
+//! [`RecordReader`] opens the file, gives its column names, and then hands
+//! [`site`](crate::site) one [`Batch`] at a time holding the text of the
+//! columns it asked for, so memory stays bounded whatever the file size.
+//!
+//! Conventions, the same for both formats:
+//! - Rows are numbered from 1 for the first *data* row; a CSV header is not
+//!   counted. Errors about a CSV row also give its line in the file (quoted
+//!   fields may span lines).
+//! - A value is `None` only when the file says it is null (Parquet); an empty
+//!   CSV field is `Some("")`, so that the schema's missing-value rules decide.
+//! - CSV: the first row is the header, fields may be quoted, a UTF-8 byte-order
+//!   mark is skipped, and by default surrounding whitespace is trimmed from
+//!   every field, quoted or not (Febrl writes `a, b`); [`CsvOptions::trim`]
+//!   `false` keeps values byte for byte. Column names are always trimmed. Only
+//!   the selected columns must be UTF-8.
+//! - Parquet: string, integer and date columns are read; integers become their
+//!   decimal text and dates ISO 8601 `YYYY-MM-DD`.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Date64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
+use arrow_schema::DataType;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+/// Rows per batch unless the caller asks otherwise.
+pub const DEFAULT_BATCH_ROWS: usize = 32 * 1024;
+
+/// The format of a site's input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Csv,
+    Parquet,
+}
+
+impl InputFormat {
+    /// Guesses the format from the file extension: `.csv`, `.tsv`, `.txt` are
+    /// CSV; `.parquet`, `.pq` are Parquet (case-insensitive).
+    pub fn from_path(path: &Path) -> Option<InputFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" | "tsv" | "txt" => Some(InputFormat::Csv),
+            "parquet" | "pq" => Some(InputFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// How CSV input is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// The field separator (one byte).
+    pub delimiter: u8,
+    /// Trim leading and trailing whitespace of every field (default `true`).
+    pub trim: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> CsvOptions {
+        CsvOptions {
+            delimiter: b',',
+            trim: true,
+        }
+    }
+}
+
+/// How to read a site's input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// `None`: guessed from the extension ([`InputFormat::from_path`]).
+    pub format: Option<InputFormat>,
+    pub csv: CsvOptions,
+    /// Rows per [`Batch`] (at least 1).
+    pub batch_rows: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> ReadOptions {
+        ReadOptions {
+            format: None,
+            csv: CsvOptions::default(),
+            batch_rows: DEFAULT_BATCH_ROWS,
+        }
+    }
+}
+
+/// Why input records could not be read. Never contains a field value.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("cannot read {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot tell the format of {path} from its extension \
+         (expected .csv, .tsv, .txt, .parquet or .pq; or name the format explicitly)"
+    )]
+    UnknownFormat { path: PathBuf },
+    #[error("{path} has no header row (the first row must name the columns)")]
+    NoHeader { path: PathBuf },
+    #[error("{path}: the header (line 1) is not valid UTF-8")]
+    HeaderNotUtf8 { path: PathBuf },
+    #[error("{path}: CSV row {row} (line {line}) has {found} fields but the header has {expected}")]
+    FieldCount {
+        path: PathBuf,
+        row: u64,
+        line: u64,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{path}: CSV row {row} (line {line}), column {column:?}: the value is not valid UTF-8")]
+    InvalidUtf8 {
+        path: PathBuf,
+        row: u64,
+        line: u64,
+        column: String,
+    },
+    #[error("{path}: cannot read CSV after row {row}: {message}")]
+    Csv {
+        path: PathBuf,
+        /// The last row read successfully (0: none).
+        row: u64,
+        message: String,
+    },
+    #[error("{path} is not a readable Parquet file: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: cannot read Parquet rows after row {row}: {source}")]
+    Arrow {
+        path: PathBuf,
+        row: u64,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    #[error(
+        "{path}: column {column:?} has type {data_type}, which cannot be read as text \
+         (expected a string, integer or date column)"
+    )]
+    UnsupportedType {
+        path: PathBuf,
+        column: String,
+        data_type: String,
+    },
+}
+
+/// One column of a batch: all values back to back, their end offsets, and
+/// whether each is present (not null).
+#[derive(Debug, Default, Clone)]
+struct Column {
+    text: String,
+    ends: Vec<usize>,
+    present: Vec<bool>,
+}
+
+impl Column {
+    fn with_capacity(rows: usize) -> Column {
+        Column {
+            text: String::with_capacity(rows * 8),
+            ends: Vec::with_capacity(rows),
+            present: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, value: Option<&str>) {
+        if let Some(v) = value {
+            self.text.push_str(v);
+        }
+        self.ends.push(self.text.len());
+        self.present.push(value.is_some());
+    }
+
+    /// Ends the value just written into `text` with `write!`.
+    fn end_value(&mut self) {
+        self.ends.push(self.text.len());
+        self.present.push(true);
+    }
+
+    fn get(&self, row: usize) -> Option<&str> {
+        if !self.present[row] {
+            return None;
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        Some(&self.text[start..self.ends[row]])
+    }
+}
+
+/// Consecutive rows of the selected columns.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    first_row: u64,
+    rows: usize,
+    columns: Vec<Column>,
+}
+
+impl Batch {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The 1-based number of the batch's first row in the file (header not counted).
+    pub fn first_row(&self) -> u64 {
+        self.first_row
+    }
+
+    /// The 1-based row number of row `row` of this batch.
+    pub fn row_number(&self, row: usize) -> u64 {
+        self.first_row + row as u64
+    }
+
+    /// The value of selected column `col` (index into the selection) in row
+    /// `row` of this batch; `None` when it is null.
+    ///
+    /// # Panics
+    /// When `row` or `col` is out of range.
+    pub fn get(&self, row: usize, col: usize) -> Option<&str> {
+        self.columns[col].get(row)
+    }
+}
+
+/// Where the reader is, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPosition {
+    /// Data rows read so far.
+    pub rows: u64,
+    /// Work done, in the unit of `total`: bytes for CSV, rows for Parquet.
+    pub done: u64,
+    /// Total work, when known.
+    pub total: Option<u64>,
+}
+
+/// Reads a site's records in batches. See the module documentation for the conventions.
+#[derive(Debug)]
+pub struct RecordReader {
+    path: PathBuf,
+    columns: Vec<String>,
+    selected: Vec<usize>,
+    batch_rows: usize,
+    rows: u64,
+    source: Source,
+}
+
+enum Source {
+    Csv {
+        reader: csv::Reader<File>,
+        record: csv::ByteRecord,
+        trim: bool,
+        bytes_total: u64,
+    },
+    /// Before the first batch: the builder, kept so the projection can follow `select`.
+    ParquetPending(Box<ParquetRecordBatchReaderBuilder<File>>),
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        rows_total: u64,
+    },
+    Done {
+        done: u64,
+        total: Option<u64>,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Csv { .. } => "Csv",
+            Source::ParquetPending(_) => "ParquetPending",
+            Source::Parquet { .. } => "Parquet",
+            Source::Done { .. } => "Done",
+        })
+    }
+}
+
+impl RecordReader {
+    /// Opens `path` and reads its column names. Every column is selected until
+    /// [`RecordReader::select`] says otherwise.
+    ///
+    /// # Errors
+    /// [`RecordsError`] naming the file when it cannot be opened, its format is
+    /// unknown, or it has no header.
+    pub fn open(path: &Path, options: &ReadOptions) -> Result<RecordReader, RecordsError> {
+        let format = match options.format.or_else(|| InputFormat::from_path(path)) {
+            Some(f) => f,
+            None => {
+                return Err(RecordsError::UnknownFormat {
+                    path: path.to_path_buf(),
+                });
+            }
+        };
+        let open_err = |source| RecordsError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let (columns, source) = match format {
+            InputFormat::Csv => {
+                let bytes_total = file.metadata().map_err(open_err)?.len();
+                let mut reader = csv::ReaderBuilder::new()
+                    .delimiter(options.csv.delimiter)
+                    .has_headers(true)
+                    .trim(csv::Trim::None)
+                    .from_reader(file);
+                let header = reader
+                    .byte_headers()
+                    .map_err(|e| csv_error(path, 0, e))?
+                    .clone();
+                if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+                    return Err(RecordsError::NoHeader {
+                        path: path.to_path_buf(),
+                    });
+                }
+                let columns = header
+                    .iter()
+                    .map(|name| std::str::from_utf8(name).map(|s| s.trim().to_owned()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| RecordsError::HeaderNotUtf8 {
+                        path: path.to_path_buf(),
+                    })?;
+                let source = Source::Csv {
+                    reader,
+                    record: csv::ByteRecord::new(),
+                    trim: options.csv.trim,
+                    bytes_total,
+                };
+                (columns, source)
+            }
+            InputFormat::Parquet => {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+                    RecordsError::Parquet {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                let columns = builder
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                (columns, Source::ParquetPending(Box::new(builder)))
+            }
+        };
+        Ok(RecordReader {
+            path: path.to_path_buf(),
+            selected: (0..columns.len()).collect(),
+            columns,
+            batch_rows: options.batch_rows.max(1),
+            rows: 0,
+            source,
+        })
+    }
+
+    /// The file's column names, in file order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The input path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Chooses the columns that batches hold, by index into [`RecordReader::columns`],
+    /// in the order given. Call it before the first batch.
+    ///
+    /// # Errors
+    /// [`RecordsError::UnsupportedType`] when a selected Parquet column cannot be read as text.
+    ///
+    /// # Panics
+    /// When an index is out of range or a batch was already read.
+    pub fn select(&mut self, columns: &[usize]) -> Result<(), RecordsError> {
+        assert_eq!(self.rows, 0, "select before reading");
+        assert!(columns.iter().all(|&c| c < self.columns.len()));
+        if let Source::ParquetPending(builder) = &self.source {
+            for &c in columns {
+                let field = &builder.schema().fields()[c];
+                if !is_text_like(field.data_type()) {
+                    return Err(RecordsError::UnsupportedType {
+                        path: self.path.clone(),
+                        column: field.name().clone(),
+                        data_type: field.data_type().to_string(),
+                    });
+                }
+            }
+        }
+        self.selected = columns.to_vec();
+        Ok(())
+    }
+
+    /// Where the reader is.
+    pub fn position(&self) -> ReadPosition {
+        let (done, total) = match &self.source {
+            Source::Csv {
+                reader,
+                bytes_total,
+                ..
+            } => (reader.position().byte(), Some(*bytes_total)),
+            Source::ParquetPending(b) => (0, Some(b.metadata().file_metadata().num_rows() as u64)),
+            Source::Parquet { rows_total, .. } => (self.rows, Some(*rows_total)),
+            Source::Done { done, total } => (*done, *total),
+        };
+        ReadPosition {
+            rows: self.rows,
+            done,
+            total,
+        }
+    }
+
+    /// Reads the next batch of up to `batch_rows` rows; `None` at the end of the file.
+    ///
+    /// # Errors
+    /// [`RecordsError`] naming the file, the row and the column.
+    pub fn next_batch(&mut self) -> Result<Option<Batch>, RecordsError> {
+        if let Source::ParquetPending(_) = self.source {
+            self.start_parquet()?;
+        }
+        let batch = match &mut self.source {
+            Source::Csv {
+                reader,
+                record,
+                trim,
+                ..
+            } => read_csv_batch(
+                &self.path,
+                reader,
+                record,
+                *trim,
+                &self.columns,
+                &self.selected,
+                self.rows,
+                self.batch_rows,
+            )?,
+            Source::Parquet { reader, .. } => match reader.next() {
+                None => None,
+                Some(Err(source)) => {
+                    return Err(RecordsError::Arrow {
+                        path: self.path.clone(),
+                        row: self.rows,
+                        source,
+                    });
+                }
+                Some(Ok(rb)) => Some(parquet_batch(
+                    &self.path,
+                    &rb,
+                    &self.columns,
+                    &self.selected,
+                    self.rows,
+                )?),
+            },
+            Source::ParquetPending(_) => unreachable!("started above"),
+            Source::Done { .. } => None,
+        };
+        match batch {
+            Some(b) if !b.is_empty() => {
+                self.rows += b.len() as u64;
+                Ok(Some(b))
+            }
+            _ => {
+                let end = self.position();
+                self.source = Source::Done {
+                    done: end.total.unwrap_or(end.done),
+                    total: end.total,
+                };
+                Ok(None)
+            }
+        }
+    }
+
+    fn start_parquet(&mut self) -> Result<(), RecordsError> {
+        let Source::ParquetPending(builder) = std::mem::replace(
+            &mut self.source,
+            Source::Done {
+                done: 0,
+                total: None,
+            },
+        ) else {
+            unreachable!("only called while pending");
+        };
+        let rows_total = builder.metadata().file_metadata().num_rows() as u64;
+        let mut roots = self.selected.clone();
+        roots.sort_unstable();
+        roots.dedup();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(self.batch_rows)
+            .build()
+            .map_err(|source| RecordsError::Parquet {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.source = Source::Parquet { reader, rows_total };
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_csv_batch(
+    path: &Path,
+    reader: &mut csv::Reader<File>,
+    record: &mut csv::ByteRecord,
+    trim: bool,
+    names: &[String],
+    selected: &[usize],
+    rows_before: u64,
+    batch_rows: usize,
+) -> Result<Option<Batch>, RecordsError> {
+    let mut columns: Vec<Column> = selected
+        .iter()
+        .map(|_| Column::with_capacity(batch_rows))
+        .collect();
+    let mut rows = 0;
+    while rows < batch_rows {
+        let row = rows_before + rows as u64 + 1;
+        match reader.read_byte_record(record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_error(path, row - 1, e)),
+        }
+        for (column, &c) in columns.iter_mut().zip(selected) {
+            let raw = &record[c];
+            let value = std::str::from_utf8(raw).map_err(|_| RecordsError::InvalidUtf8 {
+                path: path.to_path_buf(),
+                row,
+                line: record.position().map_or(0, csv::Position::line),
+                column: names[c].clone(),
+            })?;
+            column.push(Some(if trim { value.trim() } else { value }));
+        }
+        rows += 1;
+    }
+    Ok(Some(Batch {
+        first_row: rows_before + 1,
+        rows,
+        columns,
+    }))
+}
+
+/// Turns a csv error into one that names the file and the row. `row_ok` is
+/// the last row read successfully.
+fn csv_error(path: &Path, row_ok: u64, e: csv::Error) -> RecordsError {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => RecordsError::FieldCount {
+            path: path.to_path_buf(),
+            row: row_ok + 1,
+            line: pos.as_ref().map_or(0, csv::Position::line),
+            expected: *expected_len,
+            found: *len,
+        },
+        csv::ErrorKind::Io(io) => RecordsError::Csv {
+            path: path.to_path_buf(),
+            row: row_ok,
+            message: io.to_string(),
+        },
+        _ => RecordsError::Csv {
+            path: path.to_path_buf(),
+            row: row_ok,
+            message: e.to_string(),
+        },
+    }
+}
+
+fn is_text_like(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Null => true,
+        DataType::Dictionary(_, values) => {
+            matches!(**values, DataType::Utf8 | DataType::LargeUtf8)
+        }
+        _ => false,
+    }
+}
+
+fn parquet_batch(
+    path: &Path,
+    rb: &RecordBatch,
+    names: &[String],
+    selected: &[usize],
+    rows_before: u64,
+) -> Result<Batch, RecordsError> {
+    let rows = rb.num_rows();
+    let columns = selected
+        .iter()
+        .map(|&c| {
+            let name = &names[c];
+            let array = rb
+                .column_by_name(name)
+                .expect("projected columns are in the batch");
+            to_text(array.as_ref()).ok_or_else(|| RecordsError::UnsupportedType {
+                path: path.to_path_buf(),
+                column: name.clone(),
+                data_type: array.data_type().to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Batch {
+        first_row: rows_before + 1,
+        rows,
+        columns,
+    })
+}
+
+/// The text of every value of an Arrow array; `None` for unsupported types.
+fn to_text(array: &dyn Array) -> Option<Column> {
+    let mut col = Column::with_capacity(array.len());
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().for_each(|v| col.push(v)),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(|v| col.push(v)),
+        DataType::Utf8View => array.as_string_view().iter().for_each(|v| col.push(v)),
+        DataType::Int8 => integers::<Int8Type>(array, &mut col),
+        DataType::Int16 => integers::<Int16Type>(array, &mut col),
+        DataType::Int32 => integers::<Int32Type>(array, &mut col),
+        DataType::Int64 => integers::<Int64Type>(array, &mut col),
+        DataType::UInt8 => integers::<UInt8Type>(array, &mut col),
+        DataType::UInt16 => integers::<UInt16Type>(array, &mut col),
+        DataType::UInt32 => integers::<UInt32Type>(array, &mut col),
+        DataType::UInt64 => integers::<UInt64Type>(array, &mut col),
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>();
+            dates(days.iter().map(|d| d.map(i64::from)), &mut col);
+        }
+        DataType::Date64 => {
+            let millis = array.as_primitive::<Date64Type>();
+            dates(
+                millis.iter().map(|m| m.map(|m| m.div_euclid(86_400_000))),
+                &mut col,
+            );
+        }
+        DataType::Null => (0..array.len()).for_each(|_| col.push(None)),
+        DataType::Dictionary(_, _) => {
+            let dict = array.as_any_dictionary_opt()?;
+            let values = to_text(dict.values().as_ref())?;
+            let keys = dict.normalized_keys();
+            for (row, key) in keys.into_iter().enumerate() {
+                col.push(if dict.keys().is_null(row) {
+                    None
+                } else {
+                    values.get(key)
+                });
+            }
+        }
+        _ => return None,
+    }
+    Some(col)
+}
+
+fn integers<T: ArrowPrimitiveType>(array: &dyn Array, col: &mut Column)
+where
+    T::Native: std::fmt::Display,
+{
+    let array: &PrimitiveArray<T> = array.as_primitive::<T>();
+    for v in array.iter() {
+        match v {
+            Some(v) => {
+                write!(col.text, "{v}").expect("writing to a String");
+                col.end_value();
+            }
+            None => col.push(None),
+        }
+    }
+}
+
+/// Days since 1970-01-01 as `YYYY-MM-DD`.
+fn dates(days: impl Iterator<Item = Option<i64>>, col: &mut Column) {
+    const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+    for d in days {
+        let date = d
+            .and_then(|d| i32::try_from(d + UNIX_EPOCH_DAYS_FROM_CE).ok())
+            .and_then(chrono::NaiveDate::from_num_days_from_ce_opt);
+        match date {
+            Some(date) => {
+                write!(col.text, "{}", date.format("%Y-%m-%d")).expect("writing to a String");
+                col.end_value();
+            }
+            None => col.push(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn read_all(path: &Path, options: &ReadOptions, select: &[&str]) -> Vec<Vec<Option<String>>> {
+        let mut reader = RecordReader::open(path, options).unwrap();
+        let idx: Vec<usize> = select
+            .iter()
+            .map(|s| reader.columns().iter().position(|c| c == s).unwrap())
+            .collect();
+        reader.select(&idx).unwrap();
+        let mut rows = Vec::new();
+        let mut expected_first = 1;
+        while let Some(batch) = reader.next_batch().unwrap() {
+            assert_eq!(batch.first_row(), expected_first);
+            expected_first += batch.len() as u64;
+            for r in 0..batch.len() {
+                rows.push(
+                    (0..idx.len())
+                        .map(|c| batch.get(r, c).map(str::to_owned))
+                        .collect(),
+                );
+            }
+        }
+        assert_eq!(reader.position().rows, rows.len() as u64);
+        rows
+    }
+
+    fn some(values: &[&str]) -> Vec<Option<String>> {
+        values.iter().map(|v| Some((*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn csv_with_bom_quotes_delimiter_and_trim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(
+            &path,
+            "\u{feff}id; name ;note\r\n1;\" Dupont; Jean \";x\r\n2;\"d'Hondt\"\"\";\r\n3;;\"multi\nline\"\n",
+        )
+        .unwrap();
+        let options = ReadOptions {
+            csv: CsvOptions {
+                delimiter: b';',
+                trim: true,
+            },
+            batch_rows: 2,
+            ..ReadOptions::default()
+        };
+        let reader = RecordReader::open(&path, &options).unwrap();
+        assert_eq!(reader.columns(), ["id", "name", "note"]);
+        let rows = read_all(&path, &options, &["name", "id"]);
+        assert_eq!(
+            rows,
+            vec![
+                some(&["Dupont; Jean", "1"]),
+                some(&["d'Hondt\"", "2"]),
+                some(&["", "3"])
+            ]
+        );
+        let exact = ReadOptions {
+            csv: CsvOptions {
+                delimiter: b';',
+                trim: false,
+            },
+            ..options
+        };
+        assert_eq!(
+            read_all(&path, &exact, &["name"])[0],
+            some(&[" Dupont; Jean "])
+        );
+    }
+
+    #[test]
+    fn febrl_fixture_reads_5000_rows_trimmed() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
+        let options = ReadOptions {
+            batch_rows: 1000,
+            ..ReadOptions::default()
+        };
+        let rows = read_all(&path, &options, &["rec_id", "given_name", "date_of_birth"]);
+        assert_eq!(rows.len(), 5000);
+        assert!(
+            rows.iter()
+                .all(|r| r[0].as_deref().unwrap().starts_with("rec-"))
+        );
+        assert!(rows.iter().flatten().flatten().all(|v| v.trim() == v));
+    }
+
+    #[test]
+    fn invalid_utf8_names_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, b"id,name\n1,ok\n2,bad\xff\n").unwrap();
+        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
+        let err = reader.next_batch().unwrap_err();
+        assert!(
+            matches!(&err, RecordsError::InvalidUtf8 { row: 2, line: 3, column, .. } if column == "name"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("bad"), "{err}");
+    }
+
+    #[test]
+    fn wrong_field_count_names_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "id,name\n1,a\n2,b\n3\n").unwrap();
+        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
+        let err = reader.next_batch().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordsError::FieldCount {
+                    row: 3,
+                    line: 4,
+                    expected: 2,
+                    found: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_extension_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            RecordReader::open(&dir.path().join("x.xlsx"), &ReadOptions::default()).unwrap_err();
+        assert!(matches!(err, RecordsError::UnknownFormat { .. }), "{err}");
+        let err =
+            RecordReader::open(&dir.path().join("x.csv"), &ReadOptions::default()).unwrap_err();
+        assert!(matches!(err, RecordsError::Open { .. }), "{err}");
+        let empty = dir.path().join("empty.csv");
+        std::fs::write(&empty, "").unwrap();
+        let err = RecordReader::open(&empty, &ReadOptions::default()).unwrap_err();
+        assert!(matches!(err, RecordsError::NoHeader { .. }), "{err}");
+    }
+
+    #[test]
+    fn parquet_strings_integers_dates_and_nulls() {
+        use arrow_array::{Date32Array, DictionaryArray, Float64Array, Int64Array, StringArray};
+        use arrow_schema::{Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.parquet");
+        let dict: DictionaryArray<Int32Type> =
+            vec![Some("x"), None, Some("y")].into_iter().collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("postcode", DataType::Int64, true),
+            Field::new("dob", DataType::Date32, true),
+            Field::new("weight", DataType::Float64, true),
+            Field::new("cat", dict.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                Arc::new(Int64Array::from(vec![Some(2000), None, Some(-7)])),
+                Arc::new(Date32Array::from(vec![Some(0), Some(-1), None])),
+                Arc::new(Float64Array::from(vec![1.5, 2.0, 3.0])),
+                Arc::new(dict),
+            ],
+        )
+        .unwrap();
+        crate::io::table::write_batch(&path, &batch, &[]).unwrap();
+        let options = ReadOptions {
+            batch_rows: 2,
+            ..ReadOptions::default()
+        };
+        let rows = read_all(&path, &options, &["dob", "id", "postcode", "cat"]);
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            rows,
+            vec![
+                vec![s("1970-01-01"), s("a"), s("2000"), s("x")],
+                vec![s("1969-12-31"), s("b"), None, None],
+                vec![None, s("c"), s("-7"), s("y")],
+            ]
+        );
+        let mut reader = RecordReader::open(&path, &options).unwrap();
+        let err = reader.select(&[3]).unwrap_err();
+        assert!(
+            matches!(&err, RecordsError::UnsupportedType { column, .. } if column == "weight"),
+            "{err}"
+        );
+    }
+}

@@ -1,1 +1,0 @@
-//! Release: a site's payload joined to its entity ids, for analysts.

@@ -1,0 +1,930 @@
+//! The site's encode run: a site's records file in, its `.clk.parquet` (or
+//! anonlink clk JSON) out, ready to hand to the linkage unit.
+//!
+//! [`encode_site`] reads the records in batches ([`crate::io::records`]),
+//! checks the record keys (the id column: present, non-empty, unique), encodes
+//! each batch in parallel with the [`Encoder`] on a thread pool of its own,
+//! and streams the clks to the output in input order, so the output is
+//! byte-identical whatever the thread count and memory stays bounded.
+//!
+//! Rows whose values the schema refuses are not encoded: they are listed in
+//! `<output>.rejects.csv` (row, id, column, reason; never a value) and the run
+//! goes on, unless there are more than [`MaxRejects`] allow. The output and
+//! the rejects file are written atomically; a failed run leaves no output. The
+//! rejects file is kept when the run fails because of too many rejects (it is
+//! the diagnosis); a successful run without rejects removes a stale rejects
+//! file from an earlier run, so the rejects file always belongs to the output
+//! beside it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
+use arrow_buffer::Buffer;
+use arrow_schema::SchemaRef;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use rayon::prelude::*;
+
+use crate::encode::{Encoder, FieldError};
+use crate::io::atomic::AtomicFile;
+use crate::io::clk_file::{self, keys};
+use crate::io::records::{Batch, ReadOptions, RecordReader, RecordsError};
+use crate::io::table;
+use crate::schema::Schema;
+use crate::secret::Secret;
+
+/// The format of the encoded output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// `.clk.parquet`: ids, clks, popcounts and the `pprl.*` metadata.
+    #[default]
+    Parquet,
+    /// anonlink's `{"clks": [base64, ...]}`, in input order, without ids or metadata.
+    ClkhashJson,
+}
+
+/// How many rejected rows a run accepts before it fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRejects {
+    /// At most this many rows; the run stops as soon as there are more.
+    Count(u64),
+    /// At most this percentage of the rows read, rounded down; checked at the end.
+    Percent(f64),
+}
+
+impl Default for MaxRejects {
+    /// 1% of the rows read: a few bad values are common in registry data, but
+    /// more usually means a systematic problem (a wrong date format, a shifted
+    /// column) that would silently cost links.
+    fn default() -> MaxRejects {
+        MaxRejects::Percent(1.0)
+    }
+}
+
+impl MaxRejects {
+    /// The number of rejects allowed after reading `rows` rows.
+    pub fn allowed(&self, rows: u64) -> u64 {
+        match *self {
+            MaxRejects::Count(n) => n,
+            MaxRejects::Percent(p) => (rows as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl fmt::Display for MaxRejects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxRejects::Count(n) => write!(f, "{n}"),
+            MaxRejects::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl FromStr for MaxRejects {
+    type Err = String;
+
+    /// `N` (a count) or `P%` (a percentage of the rows read, 0 to 100).
+    fn from_str(s: &str) -> Result<MaxRejects, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxRejects::Percent(p)),
+                _ => Err(format!("{s:?} is not a percentage from 0% to 100%")),
+            }
+        } else {
+            s.parse::<u64>().map(MaxRejects::Count).map_err(|_| {
+                format!("{s:?} is neither a count (e.g. 100) nor a percentage (e.g. 1%)")
+            })
+        }
+    }
+}
+
+/// Everything a site's encode run needs.
+#[derive(Debug, Clone)]
+pub struct EncodeOptions<'a> {
+    pub schema: &'a Schema,
+    pub secret: &'a Secret,
+    /// The site's name, written into the output metadata.
+    pub site: String,
+    pub input: PathBuf,
+    pub read: ReadOptions,
+    /// The column holding the site's record key (not an identifier).
+    pub id_column: String,
+    pub output: PathBuf,
+    pub output_format: OutputFormat,
+    /// Worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    pub max_rejects: MaxRejects,
+}
+
+/// How far a run is, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub rows_read: u64,
+    pub encoded: u64,
+    pub rejected: u64,
+    /// Work done, in the unit of `total`: input bytes for CSV, rows for Parquet.
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeSummary {
+    pub rows_read: u64,
+    pub encoded: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+    pub output: PathBuf,
+    /// The rejects file, when there were rejects.
+    pub rejects_file: Option<PathBuf>,
+}
+
+/// Why a run failed. Never contains the secret or an identifier value; record
+/// keys (ids) are named, since they are not identifiers.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    #[error("the site name is empty")]
+    EmptySite,
+    #[error(
+        "{path} lacks the column(s) {} that {}; its columns are: {}",
+        quoted(missing),
+        if *for_id { "the schema and the id column need" } else { "the schema needs" },
+        quoted(existing)
+    )]
+    MissingColumns {
+        path: PathBuf,
+        missing: Vec<String>,
+        existing: Vec<String>,
+        /// Whether the id column is among the missing ones.
+        for_id: bool,
+    },
+    #[error("{path} has more than one column named {column:?}")]
+    DuplicateColumn { path: PathBuf, column: String },
+    #[error(
+        "the id column {column:?} is an identifying field of the schema; ids are written to the \
+         output in clear, so choose a record key that identifies nobody outside the site"
+    )]
+    IdColumnIsIdentifier { column: String },
+    #[error("{path}: row {row} has an empty id (column {column:?}); every record needs a key")]
+    EmptyId {
+        path: PathBuf,
+        row: u64,
+        column: String,
+    },
+    #[error(
+        "{path}: the id {id:?} (column {column:?}) appears more than once, in rows {}; \
+         ids must be unique",
+        rows.iter().map(u64::to_string).collect::<Vec<_>>().join(" and ")
+    )]
+    DuplicateId {
+        path: PathBuf,
+        column: String,
+        id: String,
+        rows: Vec<u64>,
+    },
+    #[error(
+        "{rejected} of {rows_read} rows were rejected, more than the {allowed} allowed \
+         (max rejects {limit}); no output was written; the rejects are listed in {}",
+        rejects_file.display()
+    )]
+    TooManyRejects {
+        rejected: u64,
+        rows_read: u64,
+        allowed: u64,
+        limit: MaxRejects,
+        rejects_file: PathBuf,
+    },
+    #[error("the output {path} would overwrite the input")]
+    OutputIsInput { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteParquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("cannot start {threads} worker threads: {message}")]
+    ThreadPool { threads: usize, message: String },
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rejects file of an output: `<output>.rejects.csv`.
+pub fn rejects_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".rejects.csv");
+    PathBuf::from(name)
+}
+
+/// Encodes a site's records file. `progress` is called after every batch.
+///
+/// # Errors
+/// [`SiteError`]: unreadable input, missing columns, empty or duplicate ids,
+/// too many rejects, unwritable output. Nothing is written then (except the
+/// rejects file for [`SiteError::TooManyRejects`]).
+pub fn encode_site(
+    options: &EncodeOptions<'_>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<EncodeSummary, SiteError> {
+    let start = Instant::now();
+    if options.site.trim().is_empty() {
+        return Err(SiteError::EmptySite);
+    }
+    if same_file(&options.input, &options.output) {
+        return Err(SiteError::OutputIsInput {
+            path: options.output.clone(),
+        });
+    }
+    let mut reader = RecordReader::open(&options.input, &options.read)?;
+    let plan = ColumnPlan::new(options, reader.columns(), reader.path())?;
+    reader.select(&plan.selection)?;
+
+    let encoder = Encoder::new(options.schema, options.secret);
+    let bytes = options.schema.filter_bytes();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads)
+        .build()
+        .map_err(|e| SiteError::ThreadPool {
+            threads: options.threads,
+            message: e.to_string(),
+        })?;
+    let mut sink = Sink::create(options)?;
+    let rejects_file = rejects_path(&options.output);
+    let mut rejects: Option<csv::Writer<BufWriter<AtomicFile>>> = None;
+    let mut ids = IdSet::default();
+    let mut counts = Progress {
+        rows_read: 0,
+        encoded: 0,
+        rejected: 0,
+        done: 0,
+        total: None,
+    };
+    let mut clks = Vec::new();
+
+    while let Some(batch) = reader.next_batch()? {
+        check_ids(options, &plan, &batch, &mut ids)?;
+        clks.clear();
+        clks.resize(batch.len() * bytes, 0);
+        let results = pool.install(|| encode_batch(&encoder, &plan, &batch, &mut clks, bytes));
+
+        let mut kept_ids = Vec::with_capacity(batch.len());
+        let mut kept_clks = Vec::with_capacity(batch.len() * bytes);
+        let mut popcounts = Vec::with_capacity(batch.len());
+        for (row, result) in results.into_iter().enumerate() {
+            let id = batch.get(row, 0).unwrap_or_default();
+            match result {
+                Ok(popcount) => {
+                    kept_ids.push(id);
+                    kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
+                    popcounts.push(popcount);
+                }
+                Err(err) => {
+                    let writer = match &mut rejects {
+                        Some(w) => w,
+                        None => rejects.insert(create_rejects(&rejects_file)?),
+                    };
+                    write_reject(writer, &rejects_file, batch.row_number(row), id, &err)?;
+                    counts.rejected += 1;
+                }
+            }
+        }
+        counts.rows_read += batch.len() as u64;
+        counts.encoded += kept_ids.len() as u64;
+        sink.write(&kept_ids, kept_clks, popcounts)?;
+        let position = reader.position();
+        counts.done = position.done;
+        counts.total = position.total;
+        progress(&counts);
+        if let MaxRejects::Count(_) = options.max_rejects {
+            too_many_rejects(options, &counts, &mut rejects, &rejects_file)?;
+        }
+    }
+    too_many_rejects(options, &counts, &mut rejects, &rejects_file)?;
+
+    sink.finish(counts.encoded)?;
+    let rejects_file = match rejects {
+        Some(writer) => {
+            commit_rejects(writer, &rejects_file)?;
+            Some(rejects_file)
+        }
+        None => {
+            // A rejects file from an earlier run would describe another output.
+            match std::fs::remove_file(&rejects_file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(SiteError::Write {
+                        path: rejects_file,
+                        source,
+                    });
+                }
+            }
+            None
+        }
+    };
+    Ok(EncodeSummary {
+        rows_read: counts.rows_read,
+        encoded: counts.encoded,
+        rejected: counts.rejected,
+        seconds: start.elapsed().as_secs_f64(),
+        output: options.output.clone(),
+        rejects_file,
+    })
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Which input columns are read, and where each schema feature finds its value.
+#[derive(Debug)]
+struct ColumnPlan {
+    /// Input column indices; the id column is first.
+    selection: Vec<usize>,
+    /// For each schema feature, its index into `selection`, if the input has the column.
+    features: Vec<Option<usize>>,
+}
+
+impl ColumnPlan {
+    fn new(
+        options: &EncodeOptions<'_>,
+        columns: &[String],
+        path: &Path,
+    ) -> Result<ColumnPlan, SiteError> {
+        let identifying = options.schema.identifying_columns();
+        if identifying.contains(&options.id_column.as_str()) {
+            return Err(SiteError::IdColumnIsIdentifier {
+                column: options.id_column.clone(),
+            });
+        }
+        let find = |name: &str| -> Result<Option<usize>, SiteError> {
+            let mut found = columns.iter().enumerate().filter(|(_, c)| *c == name);
+            let first = found.next().map(|(i, _)| i);
+            if first.is_some() && found.next().is_some() {
+                return Err(SiteError::DuplicateColumn {
+                    path: path.to_path_buf(),
+                    column: name.to_owned(),
+                });
+            }
+            Ok(first)
+        };
+        let mut missing = Vec::new();
+        let id = find(&options.id_column)?;
+        if id.is_none() {
+            missing.push(options.id_column.clone());
+        }
+        for name in &identifying {
+            if find(name)?.is_none() && !missing.iter().any(|m| m == name) {
+                missing.push((*name).to_owned());
+            }
+        }
+        let Some(id) = id.filter(|_| missing.is_empty()) else {
+            return Err(SiteError::MissingColumns {
+                path: path.to_path_buf(),
+                for_id: id.is_none(),
+                missing,
+                existing: columns.to_vec(),
+            });
+        };
+        let mut selection = vec![id];
+        let mut features = Vec::with_capacity(options.schema.features().len());
+        for feature in options.schema.features() {
+            // Ignored features get their value too when the column exists: the
+            // encoder may use one as a salt; it skips the others.
+            let slot = find(feature.identifier())?.map(|c| {
+                selection.iter().position(|&s| s == c).unwrap_or_else(|| {
+                    selection.push(c);
+                    selection.len() - 1
+                })
+            });
+            features.push(slot);
+        }
+        Ok(ColumnPlan {
+            selection,
+            features,
+        })
+    }
+}
+
+/// Encodes every row of `batch` into `clks` (row `i` at `i * bytes`), in
+/// parallel; returns each row's popcount or why it was rejected, in row order.
+fn encode_batch(
+    encoder: &Encoder,
+    plan: &ColumnPlan,
+    batch: &Batch,
+    clks: &mut [u8],
+    bytes: usize,
+) -> Vec<Result<u16, FieldError>> {
+    clks.par_chunks_mut(bytes.max(1))
+        .enumerate()
+        .map_init(
+            || Vec::with_capacity(plan.features.len()),
+            |values: &mut Vec<Option<&str>>, (row, out)| {
+                values.clear();
+                values.extend(
+                    plan.features
+                        .iter()
+                        .map(|slot| slot.and_then(|s| batch.get(row, s))),
+                );
+                encoder
+                    .encode_into(values, out)
+                    .map(|()| clk_file::popcount(out))
+            },
+        )
+        .collect()
+}
+
+/// Ids seen so far, as 64-bit hashes: 10 million ids take about 150 MiB. A hash
+/// seen twice is confirmed by reading the input again up to that row, so a
+/// hash collision never reports a false duplicate.
+#[derive(Debug, Default)]
+struct IdSet {
+    hashes: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+}
+
+/// The id hashes are already uniform; hashing them again would only cost time.
+#[derive(Debug, Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn id_hash(id: &str) -> u64 {
+    // SipHash with fixed keys: the same on every run, which keeps runs reproducible.
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+fn check_ids(
+    options: &EncodeOptions<'_>,
+    plan: &ColumnPlan,
+    batch: &Batch,
+    ids: &mut IdSet,
+) -> Result<(), SiteError> {
+    for row in 0..batch.len() {
+        let id = batch.get(row, 0).unwrap_or_default();
+        if id.is_empty() {
+            return Err(SiteError::EmptyId {
+                path: options.input.clone(),
+                row: batch.row_number(row),
+                column: options.id_column.clone(),
+            });
+        }
+        if !ids.hashes.insert(id_hash(id)) {
+            let row_number = batch.row_number(row);
+            let mut rows = rows_with_id(options, plan.selection[0], id, row_number)?;
+            if !rows.is_empty() {
+                rows.push(row_number);
+                return Err(SiteError::DuplicateId {
+                    path: options.input.clone(),
+                    column: options.id_column.clone(),
+                    id: id.to_owned(),
+                    rows,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rows before `before` whose id is `id` (only on the error path).
+fn rows_with_id(
+    options: &EncodeOptions<'_>,
+    id_column: usize,
+    id: &str,
+    before: u64,
+) -> Result<Vec<u64>, SiteError> {
+    let mut reader = RecordReader::open(&options.input, &options.read)?;
+    reader.select(&[id_column])?;
+    let mut rows = Vec::new();
+    'batches: while let Some(batch) = reader.next_batch()? {
+        for row in 0..batch.len() {
+            if batch.row_number(row) >= before {
+                break 'batches;
+            }
+            if batch.get(row, 0) == Some(id) {
+                rows.push(batch.row_number(row));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn create_rejects(path: &Path) -> Result<csv::Writer<BufWriter<AtomicFile>>, SiteError> {
+    let file = AtomicFile::create(path).map_err(|source| SiteError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+    writer
+        .write_record(["row", "id", "column", "reason"])
+        .map_err(|e| csv_write_error(path, e))?;
+    Ok(writer)
+}
+
+fn write_reject(
+    writer: &mut csv::Writer<BufWriter<AtomicFile>>,
+    path: &Path,
+    row: u64,
+    id: &str,
+    err: &FieldError,
+) -> Result<(), SiteError> {
+    writer
+        .write_record([
+            row.to_string().as_str(),
+            id,
+            err.feature.as_str(),
+            err.reason.to_string().as_str(),
+        ])
+        .map_err(|e| csv_write_error(path, e))
+}
+
+fn commit_rejects(
+    writer: csv::Writer<BufWriter<AtomicFile>>,
+    path: &Path,
+) -> Result<(), SiteError> {
+    let write_err = |source| SiteError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let buffered = writer
+        .into_inner()
+        .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+    file.commit().map_err(write_err)
+}
+
+fn csv_write_error(path: &Path, e: csv::Error) -> SiteError {
+    SiteError::Write {
+        path: path.to_path_buf(),
+        source: match e.into_kind() {
+            csv::ErrorKind::Io(io) => io,
+            other => std::io::Error::other(format!("{other:?}")),
+        },
+    }
+}
+
+/// Fails the run when the rejects exceed the limit, keeping the rejects file.
+fn too_many_rejects(
+    options: &EncodeOptions<'_>,
+    counts: &Progress,
+    rejects: &mut Option<csv::Writer<BufWriter<AtomicFile>>>,
+    rejects_file: &Path,
+) -> Result<(), SiteError> {
+    let allowed = options.max_rejects.allowed(counts.rows_read);
+    if counts.rejected <= allowed {
+        return Ok(());
+    }
+    if let Some(writer) = rejects.take() {
+        commit_rejects(writer, rejects_file)?;
+    }
+    Err(SiteError::TooManyRejects {
+        rejected: counts.rejected,
+        rows_read: counts.rows_read,
+        allowed,
+        limit: options.max_rejects,
+        rejects_file: rejects_file.to_path_buf(),
+    })
+}
+
+/// The output file under construction (a temporary file until `finish`).
+enum Sink {
+    Parquet {
+        path: PathBuf,
+        file: AtomicFile,
+        writer: Box<ArrowWriter<std::fs::File>>,
+        schema: SchemaRef,
+        bytes: usize,
+    },
+    Json {
+        path: PathBuf,
+        out: BufWriter<AtomicFile>,
+        first: bool,
+    },
+}
+
+impl Sink {
+    fn create(options: &EncodeOptions<'_>) -> Result<Sink, SiteError> {
+        let path = options.output.clone();
+        let io_err = |source| SiteError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut file = AtomicFile::create(&path).map_err(io_err)?;
+        match options.output_format {
+            OutputFormat::Parquet => {
+                let bytes = options.schema.filter_bytes();
+                let schema = Arc::new(clk_file::clk_schema(bytes));
+                let filter_bits = options.schema.filter_bits().to_string();
+                let fingerprint = options.schema.fingerprint();
+                let key_check_value = options.secret.key_check_value();
+                // The record count is only known at the end; it is appended then.
+                let metadata = [
+                    (keys::ENGINE_VERSION, crate::ENGINE_VERSION),
+                    (keys::SITE, options.site.as_str()),
+                    (keys::SCHEMA_FINGERPRINT, fingerprint.as_str()),
+                    (keys::FILTER_BITS, filter_bits.as_str()),
+                    (keys::KEY_CHECK_VALUE, key_check_value.as_str()),
+                ];
+                let handle = file.file().try_clone().map_err(io_err)?;
+                let writer = ArrowWriter::try_new(
+                    handle,
+                    schema.clone(),
+                    Some(table::writer_properties(&metadata)),
+                )
+                .map_err(|source| SiteError::WriteParquet {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Sink::Parquet {
+                    path,
+                    file,
+                    writer: Box::new(writer),
+                    schema,
+                    bytes,
+                })
+            }
+            OutputFormat::ClkhashJson => {
+                let mut out = BufWriter::new(file);
+                out.write_all(b"{\"clks\":[").map_err(io_err)?;
+                Ok(Sink::Json {
+                    path,
+                    out,
+                    first: true,
+                })
+            }
+        }
+    }
+
+    fn write(&mut self, ids: &[&str], clks: Vec<u8>, popcounts: Vec<u16>) -> Result<(), SiteError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Sink::Parquet {
+                path,
+                writer,
+                schema,
+                bytes,
+                ..
+            } => {
+                let clk = FixedSizeBinaryArray::new(*bytes as i32, Buffer::from_vec(clks), None);
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from_iter_values(ids)),
+                        Arc::new(clk),
+                        Arc::new(UInt16Array::from(popcounts)),
+                    ],
+                )
+                .expect("columns match the clk schema");
+                writer
+                    .write(&batch)
+                    .map_err(|source| SiteError::WriteParquet {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+            Sink::Json { path, out, first } => {
+                let bytes = clks.len() / ids.len();
+                let mut line = String::new();
+                for clk in clks.chunks_exact(bytes) {
+                    line.clear();
+                    if !*first {
+                        line.push(',');
+                    }
+                    *first = false;
+                    line.push('"');
+                    BASE64.encode_string(clk, &mut line);
+                    line.push('"');
+                    out.write_all(line.as_bytes())
+                        .map_err(|source| SiteError::Write {
+                            path: path.clone(),
+                            source,
+                        })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self, records: u64) -> Result<(), SiteError> {
+        match self {
+            Sink::Parquet {
+                path,
+                file,
+                mut writer,
+                ..
+            } => {
+                writer.append_key_value_metadata(KeyValue::new(
+                    keys::RECORD_COUNT.to_owned(),
+                    records.to_string(),
+                ));
+                writer.close().map_err(|source| SiteError::WriteParquet {
+                    path: path.clone(),
+                    source,
+                })?;
+                file.commit()
+                    .map_err(|source| SiteError::Write { path, source })
+            }
+            Sink::Json { path, mut out, .. } => {
+                let io_err = |source| SiteError::Write {
+                    path: path.clone(),
+                    source,
+                };
+                out.write_all(b"]}").map_err(io_err)?;
+                let file = out
+                    .into_inner()
+                    .map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+                file.commit().map_err(io_err)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sink::Parquet { path, .. } => {
+                f.debug_struct("Sink::Parquet").field("path", path).finish()
+            }
+            Sink::Json { path, .. } => f.debug_struct("Sink::Json").field("path", path).finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_rejects_parses_counts_and_percentages() {
+        assert_eq!("100".parse::<MaxRejects>(), Ok(MaxRejects::Count(100)));
+        assert_eq!("0".parse::<MaxRejects>(), Ok(MaxRejects::Count(0)));
+        assert_eq!("2.5%".parse::<MaxRejects>(), Ok(MaxRejects::Percent(2.5)));
+        assert!("101%".parse::<MaxRejects>().is_err());
+        assert!("-1".parse::<MaxRejects>().is_err());
+        assert!("lots".parse::<MaxRejects>().is_err());
+        assert_eq!(MaxRejects::default().allowed(5000), 50);
+        assert_eq!(MaxRejects::default().allowed(199), 1);
+        assert_eq!(MaxRejects::Count(7).allowed(1), 7);
+    }
+
+    #[test]
+    fn rejects_path_appends_suffix() {
+        assert_eq!(
+            rejects_path(Path::new("out/a.clk.parquet")),
+            PathBuf::from("out/a.clk.parquet.rejects.csv")
+        );
+    }
+
+    fn blake_schema() -> Schema {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/clkhash_v3_blake.schema.json");
+        Schema::from_file(&path).unwrap()
+    }
+
+    fn plan(schema: &Schema, id: &str, columns: &[&str]) -> Result<ColumnPlan, SiteError> {
+        let secret = Secret::new("a project secret of 32 bytes....").unwrap();
+        let options = EncodeOptions {
+            schema,
+            secret: &secret,
+            site: "A".into(),
+            input: "in.csv".into(),
+            read: ReadOptions::default(),
+            id_column: id.into(),
+            output: "out.clk.parquet".into(),
+            output_format: OutputFormat::Parquet,
+            threads: 1,
+            max_rejects: MaxRejects::default(),
+        };
+        let columns: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+        ColumnPlan::new(&options, &columns, Path::new("in.csv"))
+    }
+
+    const FEBRL: [&str; 11] = [
+        "rec_id",
+        "given_name",
+        "surname",
+        "street_number",
+        "address_1",
+        "address_2",
+        "suburb",
+        "postcode",
+        "state",
+        "date_of_birth",
+        "soc_sec_id",
+    ];
+
+    #[test]
+    fn column_plan_maps_features_to_columns() {
+        let schema = blake_schema();
+        // Columns in another order, with an extra one.
+        let mut columns = FEBRL.to_vec();
+        columns.reverse();
+        columns.insert(3, "payload");
+        let plan = plan(&schema, "rec_id", &columns).unwrap();
+        let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+        assert_eq!(plan.selection[0], col("rec_id"));
+        for (feature, slot) in schema.features().iter().zip(&plan.features) {
+            let slot = slot.expect("every febrl column exists");
+            assert_eq!(plan.selection[slot], col(feature.identifier()));
+        }
+        // rec_id is both the id and an ignored feature: read once.
+        assert_eq!(plan.features[0], Some(0));
+        assert_eq!(plan.selection.len(), 11);
+    }
+
+    #[test]
+    fn column_plan_names_missing_and_existing_columns() {
+        let schema = blake_schema();
+        let columns: Vec<&str> = FEBRL
+            .iter()
+            .copied()
+            .filter(|c| !matches!(*c, "surname" | "state" | "soc_sec_id"))
+            .collect();
+        let err = plan(&schema, "key", &columns).unwrap_err();
+        match &err {
+            SiteError::MissingColumns {
+                missing,
+                existing,
+                for_id,
+                ..
+            } => {
+                assert_eq!(missing, &["key", "surname", "state"]);
+                assert_eq!(existing.len(), 8);
+                assert!(*for_id);
+            }
+            other => panic!("{other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("\"surname\"") && text.contains("\"given_name\""),
+            "{text}"
+        );
+        // soc_sec_id is ignored by this schema: not required.
+        assert!(!text.contains("\"soc_sec_id\""), "{text}");
+    }
+
+    #[test]
+    fn column_plan_refuses_identifier_ids_and_ambiguous_columns() {
+        let schema = blake_schema();
+        assert!(matches!(
+            plan(&schema, "surname", &FEBRL),
+            Err(SiteError::IdColumnIsIdentifier { .. })
+        ));
+        let mut columns = FEBRL.to_vec();
+        columns.push("surname");
+        assert!(matches!(
+            plan(&schema, "rec_id", &columns),
+            Err(SiteError::DuplicateColumn { column, .. }) if column == "surname"
+        ));
+    }
+
+    #[test]
+    fn id_hash_is_stable() {
+        assert_eq!(id_hash("rec-1-org"), id_hash("rec-1-org"));
+        assert_ne!(id_hash("rec-1-org"), id_hash("rec-2-org"));
+    }
+}
