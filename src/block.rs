@@ -1076,7 +1076,8 @@ mod tests {
         (pairs, stats)
     }
 
-    /// The pairs that share a dense bucket in some table, by brute force.
+    /// The pairs that share a dense bucket of at most `max_bucket_pairs`
+    /// pairs in some table, by brute force.
     fn naive(
         a: &[u64],
         b: Option<&[u64]>,
@@ -1085,18 +1086,45 @@ mod tests {
     ) -> BTreeSet<(u32, u32)> {
         let tables = make_tables(params, &informative_mask(a, b, words));
         let other = b.unwrap_or(a);
+        // Per table, the usable bucket of every row of `a` and of `other`.
+        let buckets: Vec<(Vec<Option<u64>>, Vec<Option<u64>>)> = tables
+            .iter()
+            .map(|t| {
+                let keys = |clks: &[u64]| -> Vec<Option<u64>> {
+                    clks.chunks_exact(words)
+                        .map(|c| {
+                            let (h, dense) = t.hash(c, params.min_key_bits);
+                            dense.then_some(bucket(h))
+                        })
+                        .collect()
+                };
+                let (ka, kb) = (keys(a), keys(other));
+                let count = |keys: &[Option<u64>], key: u64| {
+                    keys.iter().filter(|&&k| k == Some(key)).count() as u64
+                };
+                let small = |key: u64| {
+                    let met = match b {
+                        Some(_) => count(&ka, key) * count(&kb, key),
+                        None => count(&ka, key) * count(&ka, key).saturating_sub(1) / 2,
+                    };
+                    met <= params.max_bucket_pairs
+                };
+                let keep = |keys: &[Option<u64>]| -> Vec<Option<u64>> {
+                    keys.iter().map(|k| k.filter(|&k| small(k))).collect()
+                };
+                (keep(&ka), keep(&kb))
+            })
+            .collect();
         let mut out = BTreeSet::new();
-        for (i, x) in a.chunks_exact(words).enumerate() {
-            for (j, y) in other.chunks_exact(words).enumerate() {
+        for i in 0..a.len() / words {
+            for j in 0..other.len() / words {
                 if b.is_none() && j <= i {
                     continue;
                 }
-                let hit = tables.iter().any(|t| {
-                    let (hx, dx) = t.hash(x, params.min_key_bits);
-                    let (hy, dy) = t.hash(y, params.min_key_bits);
-                    dx && dy && bucket(hx) == bucket(hy)
-                });
-                if hit {
+                if buckets
+                    .iter()
+                    .any(|(ka, kb)| ka[i].is_some() && ka[i] == kb[j])
+                {
                     out.insert((i as u32, j as u32));
                 }
             }
@@ -1159,7 +1187,7 @@ mod tests {
         let small = LshParams::for_threshold(0.8, 1024, 300.0, 1000, Some(1000)).unwrap();
         assert!(small.params.bits_per_key < p.bits_per_key);
         assert!(matches!(
-            LshParams::for_threshold(0.05, 1024, 300.0, 1000, None),
+            LshParams::for_threshold(0.1, 1024, 600.0, 1000, None),
             Err(BlockError::Unreachable { .. })
         ));
         assert!(matches!(
@@ -1222,6 +1250,8 @@ mod tests {
         assert!(stats.oversize_pairs >= 4 * 500 * 499 / 2);
         assert!(stats.sparse_keys > 0);
         assert!(pairs.len() < 500 * 499 / 2, "{}", pairs.len());
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        assert_eq!(set, naive(&a, None, words, &p));
         // A skipped bucket does not hide a pair that meets again later.
         p.max_bucket_pairs = u64::MAX;
         let (all, _) = collect(&a, None, words, &p);
@@ -1229,37 +1259,20 @@ mod tests {
     }
 
     #[test]
-    fn skipped_tables_do_not_count_as_first() {
-        // Rows 0 and 1 collide in every table; a cap that skips the big
-        // buckets of table 0 only must still emit them once.
+    fn skipped_buckets_do_not_count_as_first_collision() {
+        // Few distinct clks, many copies: buckets of every size, some capped.
         let words = 1;
-        let mut a = vec![0u64; 40];
-        for (i, w) in a.iter_mut().enumerate() {
-            *w = if i < 2 {
-                0xFF
-            } else {
-                0xFF ^ (1 << (i % 8)) | (i as u64) << 8
-            };
-        }
-        let p = params(8, 3);
-        let exact = naive(&a, None, words, &p);
-        let mut capped = p;
-        capped.max_bucket_pairs = 3;
-        let (pairs, stats) = collect(&a, None, words, &capped);
-        let set: BTreeSet<_> = pairs.iter().copied().collect();
-        assert_eq!(set.len(), pairs.len());
-        assert!(set.is_subset(&exact));
-        if stats.oversize_buckets > 0 && exact.contains(&(0, 1)) {
-            // (0, 1) share every bucket; it is emitted unless every one was skipped.
-            let tables = make_tables(&p, &informative_mask(&a, None, words));
-            let all_skipped = tables.iter().all(|t| {
-                let h = bucket(t.hash(&a[0..1], 1).0);
-                a.chunks(1).filter(|c| bucket(t.hash(c, 1).0) == h).count()
-                    * (a.chunks(1).filter(|c| bucket(t.hash(c, 1).0) == h).count() - 1)
-                    / 2
-                    > 3
-            });
-            assert_eq!(set.contains(&(0, 1)), !all_skipped);
+        let a: Vec<u64> = (0..120u64)
+            .map(|i| 0xF0F0 ^ (1 << (i % 5)) ^ (i % 3) << 20)
+            .collect();
+        for cap in [0, 3, 50, 400, u64::MAX] {
+            let mut p = params(8, 3);
+            p.max_bucket_pairs = cap;
+            let (pairs, stats) = collect(&a, None, words, &p);
+            let set: BTreeSet<_> = pairs.iter().copied().collect();
+            assert_eq!(set.len(), pairs.len(), "cap {cap}");
+            assert_eq!(set, naive(&a, None, words, &p), "cap {cap}");
+            assert_eq!(stats.oversize_buckets == 0, cap == u64::MAX, "cap {cap}");
         }
     }
 

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::encode::{Encoder, FieldError};
 use crate::io::atomic::AtomicFile;
+use crate::schema::Schema;
 
 /// The columns of a generated site file, in file order. `rec_id` is the
 /// record id; the others are identifiers (`sex` is not in the default schema).
@@ -316,6 +318,50 @@ impl Synth {
         pairs
     }
 
+    /// Encodes every record of `side` with `encoder` (made from `schema`):
+    /// clk `row` at `bytes[row * filter_bytes..]`, in parallel, without
+    /// holding the records. Schema features are looked up by column name;
+    /// a feature that is not a column gets no value.
+    ///
+    /// # Errors
+    /// The row and [`FieldError`] of the first record (by row) the schema refuses.
+    pub fn encode(
+        &self,
+        side: Side,
+        schema: &Schema,
+        encoder: &Encoder,
+    ) -> Result<Vec<u8>, (usize, FieldError)> {
+        let columns: Vec<Option<usize>> = schema
+            .features()
+            .iter()
+            .map(|f| COLUMNS.iter().position(|&c| c == f.identifier()))
+            .collect();
+        let bytes = encoder.filter_bytes();
+        let mut out = vec![0u8; self.len(side) * bytes];
+        if bytes == 0 {
+            return Ok(out);
+        }
+        out.par_chunks_mut(bytes)
+            .enumerate()
+            .try_for_each(|(row, clk)| {
+                let record = self.record(side, row);
+                encoder
+                    .encode_into(&schema_values(&columns, &record), clk)
+                    .map_err(|e| (row, e))
+            })
+            .map_err(|_| {
+                // Report the first failing row, whatever thread met one first.
+                (0..self.len(side))
+                    .find_map(|row| {
+                        let record = self.record(side, row);
+                        let values = schema_values(&columns, &record);
+                        encoder.encode(&values).err().map(|e| (row, e))
+                    })
+                    .expect("a row failed")
+            })?;
+        Ok(out)
+    }
+
     /// Writes `a.csv`, `b.csv` (header [`COLUMNS`], comma-separated, UTF-8) and
     /// `truth.csv` (`id_a,id_b`) into `dir`, creating it if needed. Each file
     /// is written to a temporary file and renamed at the end.
@@ -380,6 +426,18 @@ impl Synth {
         }
         out.commit().map_err(wrap)
     }
+}
+
+/// A record's values in schema order; `columns[f]` is feature `f`'s column.
+fn schema_values<'r>(columns: &[Option<usize>], record: &'r SynthRecord) -> Vec<Option<&'r str>> {
+    columns
+        .iter()
+        .map(|c| match c {
+            Some(0) => Some(record.id.as_str()),
+            Some(c) => Some(record.values[c - 1].as_str()),
+            None => None,
+        })
+        .collect()
 }
 
 /// One CSV line; values are quoted only when they need it.

@@ -9,6 +9,7 @@ mod bench;
 mod encode;
 mod evaluate;
 mod example;
+mod generate;
 mod match_;
 mod release;
 mod schema;
@@ -47,6 +48,8 @@ enum Command {
     Example(example::ExampleArgs),
     /// Measure encoding and matching throughput.
     Bench(bench::BenchArgs),
+    /// Write synthetic site records with ground truth, for tests and benchmarks.
+    Generate(generate::GenerateArgs),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
@@ -60,5 +63,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Example(args) => example::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }

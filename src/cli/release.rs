@@ -24,9 +24,9 @@ pub struct ReleaseArgs {
     /// Payload format [default: from the extension: .parquet/.pq or .csv/.tsv/.txt].
     #[arg(long, value_enum, value_name = "FORMAT")]
     payload_format: Option<FormatArg>,
-    /// CSV field delimiter: one character, or `tab`.
-    #[arg(long, default_value = ",", value_name = "CHAR")]
-    delimiter: String,
+    /// CSV field delimiter: one character, or `tab` [default: tab for .tsv, `,` otherwise].
+    #[arg(long, value_name = "CHAR")]
+    delimiter: Option<String>,
     /// Payload column holding the site's record id (the ids that were encoded).
     #[arg(long, value_name = "NAME")]
     id_column: String,
@@ -70,7 +70,17 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     };
     let mut options = ReleaseOptions::new(&args.map, &args.payload, &args.id_column, &args.output);
     options.payload_format = payload_format;
-    options.csv_delimiter = delimiter(&args.delimiter)?;
+    options.csv_delimiter = match &args.delimiter {
+        Some(text) => delimiter(text)?,
+        None if args
+            .payload
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("tsv")) =>
+        {
+            b'\t'
+        }
+        None => b',',
+    };
     options.identifying_columns = schema
         .identifying_columns()
         .into_iter()

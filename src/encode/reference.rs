@@ -205,3 +205,137 @@ fn positions(hash: HashKind, keys: &keys::FeatureKeys, message: &[u8], k: usize,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::Encoder;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A random feature: (format, comparison, strategy, hash, missing, normalize, salt).
+    fn feature() -> impl Strategy<Value = serde_json::Value> {
+        let format = prop_oneof![
+            prop::sample::select(vec!["utf-8", "utf-16", "utf-32", "ascii"])
+                .prop_map(|e| json!({"type": "string", "encoding": e})),
+            Just(json!({"type": "string", "case": "lower", "maxLength": 6})),
+            Just(json!({"type": "integer", "minimum": -50, "maximum": 5000})),
+            Just(json!({"type": "date", "format": "%d/%m/%Y", "acceptedFormats": ["%Y%m%d"]})),
+            Just(json!({"type": "enum", "values": ["a", "b", "ab"]})),
+        ];
+        let comparison = prop_oneof![
+            (0u32..4, any::<bool>()).prop_map(|(n, p)| json!({"type": "ngram", "n": n, "positional": p})),
+            Just(json!({"type": "exact"})),
+            (prop::sample::select(vec![1.0, 2.5, 5.0]), 1u32..4, 0u32..3).prop_map(|(t, r, f)| json!({
+                "type": "numeric", "thresholdDistance": t, "resolution": r, "fractional_precision": f
+            })),
+        ];
+        let strategy = prop_oneof![
+            (1u32..70).prop_map(|k| json!({"bitsPerToken": k})),
+            (1u32..300).prop_map(|b| json!({"bitsPerFeature": b})),
+        ];
+        let hash = prop::sample::select(vec![
+            json!({"type": "blakeHash"}),
+            json!({"type": "doubleHash"}),
+            json!({"type": "doubleHash", "prevent_singularity": true}),
+            json!({"type": "blake3"}),
+        ]);
+        let missing = prop::sample::select(vec![
+            None,
+            Some(json!({"sentinel": ""})),
+            Some(json!({"sentinel": "-", "replaceWith": "x"})),
+        ]);
+        let normalize = prop::sample::select(vec![None, Some(json!({})), Some(json!({"caseFold": false}))]);
+        let on_invalid = prop::sample::select(vec!["reject", "missing", "keep"]);
+        (format, comparison, strategy, hash, missing, normalize, on_invalid, any::<bool>()).prop_map(
+            |(format, comparison, strategy, hash, missing, normalize, on_invalid, salted)| {
+                let mut hashing = json!({"comparison": comparison, "strategy": strategy, "hash": hash});
+                if let Some(m) = missing {
+                    hashing["missingValue"] = m;
+                }
+                if salted {
+                    hashing["salt"] = json!({"identifier": "salt", "length": 2});
+                }
+                let mut f = json!({"format": format, "hashing": hashing, "onInvalid": on_invalid});
+                if let Some(n) = normalize {
+                    f["normalize"] = n;
+                }
+                f
+            },
+        )
+    }
+
+    fn schema() -> impl Strategy<Value = (Schema, usize)> {
+        let l = prop::sample::select(vec![8usize, 16, 64, 100, 256, 1000, 1024]);
+        let kdf = prop::sample::select(vec![
+            json!({"type": "BLAKE3"}),
+            json!({"type": "HKDF", "hash": "SHA256", "keySize": 64}),
+            json!({"type": "HKDF", "hash": "SHA512", "keySize": 32, "salt": "c2FsdA==", "info": "aW5mbw=="}),
+        ]);
+        (l, 0u32..3, kdf, any::<bool>(), prop::option::of(0.01f64..0.3), prop::collection::vec(feature(), 1..4))
+            .prop_map(|(l, folds, kdf, balance, blip, features)| {
+                let mut all = vec![json!({"identifier": "salt", "ignored": true})];
+                for (i, mut f) in features.into_iter().enumerate() {
+                    f["identifier"] = json!(format!("f{i}"));
+                    // blakeHash needs a power-of-two filter.
+                    if !l.is_power_of_two() && f["hashing"]["hash"]["type"] == "blakeHash" {
+                        f["hashing"]["hash"] = json!({"type": "blake3"});
+                    }
+                    all.push(f);
+                }
+                let mut config = json!({"l": l, "xor_folds": folds, "kdf": kdf, "balance": balance});
+                if let Some(p) = blip {
+                    config["blip"] = json!({"probability": p});
+                }
+                let text = json!({"version": 3, "clkConfig": config, "features": all}).to_string();
+                let schema = Schema::from_json(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+                let n = schema.features().len();
+                (schema, n)
+            })
+    }
+
+    fn value() -> impl Strategy<Value = Option<String>> {
+        prop::option::weighted(
+            0.9,
+            prop_oneof![
+                "[a-cé' -]{0,8}",
+                "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
+                "[0-3][0-9]/[01][0-9]/19[0-9]{2}",
+                "19[0-9]{2}[01][0-9][0-3][0-9]",
+                prop::sample::select(vec!["a".to_owned(), "ab".to_owned(), "-".to_owned(), String::new()]),
+            ],
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn fast_encoder_equals_the_reference(
+            (schema, n) in schema(),
+            values in prop::collection::vec(prop::collection::vec(value(), 4), 1..6),
+        ) {
+            let secret = Secret::new("proptest project secret 0123456789").unwrap();
+            let encoder = Encoder::new(&schema, &secret);
+            for row in values {
+                let row: Vec<Option<&str>> = row.iter().take(n).map(|v| v.as_deref()).collect();
+                prop_assert_eq!(encoder.encode(&row), encode(&schema, &secret, &row));
+            }
+        }
+    }
+
+    #[test]
+    fn edge_cases_agree() {
+        // Empty tokens (n = 0), many salts per token, folding, blank values.
+        let text = r#"{"version": 3, "clkConfig": {"l": 64, "xor_folds": 1, "kdf": {"type": "HKDF"}},
+          "features": [{"identifier": "a", "format": {"type": "string"},
+            "hashing": {"comparison": {"type": "ngram", "n": 0}, "strategy": {"bitsPerToken": 500},
+                        "hash": {"type": "blakeHash"}}}]}"#;
+        let schema = Schema::from_json(text).unwrap();
+        let secret = Secret::new("proptest project secret 0123456789").unwrap();
+        let encoder = Encoder::new(&schema, &secret);
+        for v in ["", " ", "abc"] {
+            let fast = encoder.encode(&[Some(v)]).unwrap();
+            assert_eq!(fast, encode(&schema, &secret, &[Some(v)]).unwrap());
+        }
+    }
+}

@@ -957,6 +957,19 @@ impl Curve {
             })
             .collect();
         points.reverse();
+        // Below the lowest kept score the links no longer change: carry the
+        // curve on flat to the lowest candidate score, where the picture starts.
+        if let Some(&first) = points.first()
+            && self.lowest < first.threshold
+        {
+            points.insert(
+                0,
+                CurvePoint {
+                    threshold: self.lowest,
+                    ..first
+                },
+            );
+        }
         points
     }
 }

@@ -13,6 +13,9 @@ const BINS: usize = 50;
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 900;
 
+/// A curve of the lower chart: its label, colour and value.
+type Series = (&'static str, RGBColor, fn(&CurvePoint) -> f64);
+
 /// What the picture shows.
 pub(crate) struct PlotData {
     /// Scores of candidate pairs that are true pairs.
@@ -50,7 +53,7 @@ fn x_low(data: &PlotData) -> f64 {
         .chain(data.marked)
         .fold(1.0f32, f32::min);
     let low = (f64::from(lowest) * 20.0).floor() / 20.0;
-    low.min(0.95).max(0.0)
+    low.clamp(0.0, 0.95)
 }
 
 fn histogram(scores: &[f32], low: f64) -> Vec<(f64, f64, f64)> {
@@ -110,6 +113,7 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         .configure_mesh()
         .x_desc("score")
         .y_desc("pairs")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (bins, colour, label) in [
         (&false_bins, false_colour, "non-matches"),
@@ -158,7 +162,7 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         .x_desc("threshold (links: pairs scoring at least this)")
         .y_desc("fraction")
         .draw()?;
-    let series: [(&str, RGBColor, fn(&CurvePoint) -> f64); 3] = [
+    let series: [Series; 3] = [
         ("precision", RGBColor(30, 90, 200), |p| p.precision),
         ("recall", RGBColor(230, 130, 0), |p| p.recall),
         ("F1", BLACK, |p| p.f1),
@@ -184,7 +188,7 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             format!("best F1 threshold {t:.4}"),
-            (t, 0.08),
+            (t + (1.0 - low) * 0.006, 0.08),
             ("sans-serif", 14),
         )))?;
     }

@@ -91,6 +91,13 @@ pub fn read_entities(path: &Path) -> Result<EntityTable, ReleaseError> {
             if ids.is_null(i) {
                 return Err(missing("id"));
             }
+            if entity.value(i) < 0 {
+                return Err(ReleaseError::BadEntityId {
+                    path: path.to_path_buf(),
+                    at,
+                    entity_id: entity.value(i),
+                });
+            }
             out.entity_ids.push(entity.value(i));
             out.sites.push(sites.value(i).to_owned());
             out.ids.push(ids.value(i).to_owned());

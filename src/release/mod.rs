@@ -86,6 +86,15 @@ pub enum ReleaseError {
         at: RowRef,
         column: String,
     },
+    /// An entity id below 0 (entity ids are numbered from 0).
+    #[error(
+        "{path}, {at}, column `entity_id`: {entity_id} is not an entity id (they are numbered from 0)"
+    )]
+    BadEntityId {
+        path: PathBuf,
+        at: RowRef,
+        entity_id: i64,
+    },
     /// A site name that cannot safely become a file name.
     #[error(
         "{path}, {at}: site name {site:?} cannot be used as a file name \

@@ -206,7 +206,7 @@ impl Kernel {
         }
     }
 
-    fn batch_fn(self) -> simd::BatchFn {
+    fn fns(self) -> simd::KernelFns {
         simd::resolve(self).unwrap_or_else(|| panic!("kernel {} is not available", self.name()))
     }
 }
@@ -220,7 +220,25 @@ impl Kernel {
 pub fn and_popcounts(kernel: Kernel, a: &[u64], b: &[u64], out: &mut [u32]) {
     assert!(!a.is_empty(), "clks must have at least one word");
     assert_eq!(b.len(), out.len() * a.len(), "b must hold out.len() clks");
-    (kernel.batch_fn())(a, b, out);
+    (kernel.fns().counts)(a, b, out);
+}
+
+/// Appends `(j, |a ∧ b_j|)` to `hits` for every clk `b_j` of `b` (as in
+/// [`and_popcounts`]) whose count is at least `min`, in ascending `j`.
+///
+/// # Panics
+/// When `kernel` is not available on this CPU, `a` is empty, or `b` does not
+/// hold whole clks.
+pub fn and_popcount_hits(
+    kernel: Kernel,
+    a: &[u64],
+    b: &[u64],
+    min: u32,
+    hits: &mut Vec<(u32, u32)>,
+) {
+    assert!(!a.is_empty(), "clks must have at least one word");
+    assert_eq!(b.len() % a.len(), 0, "b must hold whole clks");
+    (kernel.fns().hits)(a, b, min, hits);
 }
 
 #[cfg(test)]
@@ -299,7 +317,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_kernel_equals_the_scalar_reference(
-            (a, b) in (1usize..40).prop_flat_map(|w| (clks(w, 1..2), clks(w, 0..12)))
+            (a, b) in (1usize..40).prop_flat_map(|w| (clks(w, 1..2), clks(w, 0..30)))
         ) {
             let expected: Vec<u32> =
                 (0..b.len()).map(|j| scalar::and_popcount(a.clk(0), b.clk(j))).collect();
@@ -307,6 +325,14 @@ mod tests {
                 let mut out = vec![0u32; b.len()];
                 and_popcounts(kernel, a.clk(0), b.words(), &mut out);
                 prop_assert_eq!(&out, &expected, "kernel {}", kernel.name());
+                for min in [0, 1, expected.iter().copied().max().unwrap_or(0), 40, u32::MAX] {
+                    let mut hits = vec![(99, 99)];
+                    and_popcount_hits(kernel, a.clk(0), b.words(), min, &mut hits);
+                    let want: Vec<(u32, u32)> = std::iter::once((99, 99))
+                        .chain(expected.iter().enumerate().filter(|(_, c)| **c >= min).map(|(j, &c)| (j as u32, c)))
+                        .collect();
+                    prop_assert_eq!(&hits, &want, "kernel {} min {}", kernel.name(), min);
+                }
             }
         }
     }

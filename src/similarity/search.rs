@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use rayon::prelude::*;
 
-use super::{Candidate, Kernel, PackedClks, dice_score, simd::BatchFn};
+use super::{Candidate, Kernel, PackedClks, dice_score, simd::KernelFns};
 
 /// Records per rayon task.
 const ROW_BLOCK: usize = 64;
@@ -150,6 +150,8 @@ struct Sorted {
     words: Vec<u64>,
     popcounts: Vec<u32>,
     words_per_clk: usize,
+    /// For each sorted position, the end of its run of equal popcounts.
+    run_end: Vec<u32>,
 }
 
 impl Sorted {
@@ -160,12 +162,21 @@ impl Sorted {
         for &i in &order {
             words.extend_from_slice(p.clk(i as usize));
         }
-        let popcounts = order.iter().map(|&i| p.popcounts()[i as usize]).collect();
+        let popcounts: Vec<u32> = order.iter().map(|&i| p.popcounts()[i as usize]).collect();
+        let mut run_end = vec![0u32; popcounts.len()];
+        let mut end = popcounts.len();
+        for j in (0..popcounts.len()).rev() {
+            if j + 1 < popcounts.len() && popcounts[j] != popcounts[j + 1] {
+                end = j + 1;
+            }
+            run_end[j] = end as u32;
+        }
         Self {
             order,
             words,
             popcounts,
             words_per_clk: p.words_per_clk(),
+            run_end,
         }
     }
 
@@ -271,7 +282,7 @@ fn run(
         "threshold {threshold} is not in (0, 1]"
     );
     assert_ne!(options.top_k, Some(0), "top-k must be at least 1");
-    let kernel = options.kernel.unwrap_or_else(Kernel::best).batch_fn();
+    let kernel = options.kernel.unwrap_or_else(Kernel::best).fns();
     if rows.len() == 0 || cols.len() == 0 {
         return (
             Vec::new(),
@@ -312,7 +323,7 @@ fn block(
     rows_range: std::ops::Range<usize>,
     mode: Mode,
     options: &SearchOptions,
-    kernel: BatchFn,
+    kernel: KernelFns,
 ) -> (Vec<Candidate>, u64) {
     let threshold = options.threshold;
     let w = rows.words_per_clk;
@@ -349,7 +360,7 @@ fn block(
 
     let tile_start = bands.iter().map(|b| b.0).min().unwrap_or(0);
     let tile_end = bands.iter().map(|b| b.1).max().unwrap_or(0);
-    let mut counts = vec![0u32; col_tile];
+    let mut hits: Vec<(u32, u32)> = Vec::new();
     let mut found: Vec<Candidate> = Vec::new();
     let mut heaps: Vec<BinaryHeap<Ranked>> = match options.top_k {
         Some(_) => (0..rows_range.len()).map(|_| BinaryHeap::new()).collect(),
@@ -365,39 +376,43 @@ fn block(
             if lo >= hi {
                 continue;
             }
-            let n = hi - lo;
-            compared += n as u64;
+            compared += (hi - lo) as u64;
             let pa = rows.popcounts[r];
-            kernel(rows.clk(r), &cols.words[lo * w..hi * w], &mut counts[..n]);
             let table = &tables[table_of[i]];
             let row_id = rows.order[r];
-            for (k, &count) in counts[..n].iter().enumerate() {
-                let j = lo + k;
+            // One kernel call per run of equal popcounts: one minimum count for all.
+            let mut j = lo;
+            while j < hi {
+                let end = (cols.run_end[j] as usize).min(hi);
                 let pb = cols.popcounts[j];
-                if count < table.min[(pb - table.base) as usize] {
-                    continue;
-                }
-                if mode == Mode::AllButSelf && j == r {
-                    continue;
-                }
-                let candidate = Candidate {
-                    a: row_id,
-                    b: cols.order[j],
-                    score: dice_score(count, pa, pb),
-                };
-                debug_assert!(candidate.score >= threshold);
-                match options.top_k {
-                    None => found.push(candidate),
-                    Some(k) => {
-                        let heap = &mut heaps[i];
-                        if heap.len() < k {
-                            heap.push(Ranked(candidate));
-                        } else if heap.peek().is_some_and(|worst| Ranked(candidate) < *worst) {
-                            heap.pop();
-                            heap.push(Ranked(candidate));
+                let min = table.min[(pb - table.base) as usize];
+                hits.clear();
+                (kernel.hits)(rows.clk(r), &cols.words[j * w..end * w], min, &mut hits);
+                for &(k, count) in &hits {
+                    let col = j + k as usize;
+                    if mode == Mode::AllButSelf && col == r {
+                        continue;
+                    }
+                    let candidate = Candidate {
+                        a: row_id,
+                        b: cols.order[col],
+                        score: dice_score(count, pa, pb),
+                    };
+                    debug_assert!(candidate.score >= threshold);
+                    match options.top_k {
+                        None => found.push(candidate),
+                        Some(k) => {
+                            let heap = &mut heaps[i];
+                            if heap.len() < k {
+                                heap.push(Ranked(candidate));
+                            } else if heap.peek().is_some_and(|worst| Ranked(candidate) < *worst) {
+                                heap.pop();
+                                heap.push(Ranked(candidate));
+                            }
                         }
                     }
                 }
+                j = end;
             }
         }
         t0 = t1;

@@ -21,16 +21,23 @@ fn write_pairs(path: &Path, rows: &[(&str, &str, &str, &str, f32)]) {
         Field::new("id_b", DataType::Utf8, false),
         Field::new("score", DataType::Float32, false),
     ]));
-    let text = |f: fn(&(&str, &str, &str, &str, f32)) -> &str| {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    let text = |i: usize| {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(
+            |r| match i {
+                0 => r.0,
+                1 => r.1,
+                2 => r.2,
+                _ => r.3,
+            },
+        )))
     };
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            text(|r| r.0),
-            text(|r| r.1),
-            text(|r| r.2),
-            text(|r| r.3),
+            text(0),
+            text(1),
+            text(2),
+            text(3),
             Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.4))),
         ],
     )

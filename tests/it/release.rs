@@ -227,6 +227,19 @@ fn split_refuses_a_malformed_entity_file() {
         "{}",
         stderr(&out)
     );
+
+    write_entities(&path, &[(0, "A", "a1"), (-3, "B", "b1")], &[]);
+    let out = run_pprl([
+        "split".as_ref(),
+        "--entities".as_ref(),
+        path.as_os_str(),
+        "--out-dir".as_ref(),
+        dir.path().join("maps").as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("row 2") && err.contains("-3 is not an entity id"), "{err}");
+    assert!(!dir.path().join("maps").exists());
 }
 
 #[test]

@@ -1,0 +1,64 @@
+//! Encoding throughput (records/s, one core): the first 1000 Febrl4 A records
+//! with the native default schema and the clkhash tutorial schemas.
+//!
+//! `cargo bench --bench encode`
+
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pprl::encode::Encoder;
+use pprl::schema::{Schema, default_schema_json};
+use pprl::secret::Secret;
+
+/// The first `n` Febrl4 A records, columns in the schema's feature order.
+fn febrl_rows(schema: &Schema, n: usize) -> Vec<Vec<Option<String>>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let columns: Vec<Option<usize>> = schema
+        .features()
+        .iter()
+        .map(|f| header.iter().position(|h| h == f.identifier()))
+        .collect();
+    reader
+        .records()
+        .take(n)
+        .map(|r| {
+            let r = r.unwrap();
+            columns.iter().map(|c| c.map(|c| r[c].to_owned())).collect()
+        })
+        .collect()
+}
+
+fn encode(c: &mut Criterion) {
+    let secret = Secret::new("correct horse battery staple").unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)).unwrap()
+    };
+    let schemas = [
+        ("native_default", default_schema_json()),
+        ("clkhash_blake", fixture("clkhash_v3_blake.schema.json")),
+        ("clkhash_doublehash", fixture("clkhash_v3_doublehash.schema.json")),
+    ];
+    let mut group = c.benchmark_group("encode_febrl4_a_1000");
+    for (name, text) in schemas {
+        let schema = Schema::from_json(&text).unwrap();
+        let encoder = Encoder::new(&schema, &secret);
+        let rows = febrl_rows(&schema, 1000);
+        let rows: Vec<Vec<Option<&str>>> = rows.iter().map(|r| r.iter().map(|v| v.as_deref()).collect()).collect();
+        let mut out = vec![0u8; encoder.filter_bytes()];
+        group.throughput(Throughput::Elements(rows.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for row in &rows {
+                    encoder.encode_into(row, &mut out).unwrap();
+                    std::hint::black_box(&out);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode);
+criterion_main!(benches);
