@@ -13,8 +13,16 @@ use pprl::secret::Secret;
 /// The first `n` Febrl4 A records, columns in the schema's feature order.
 fn febrl_rows(schema: &Schema, n: usize) -> Vec<Vec<Option<String>>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .unwrap();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
     let columns: Vec<Option<usize>> = schema
         .features()
         .iter()
@@ -33,19 +41,30 @@ fn febrl_rows(schema: &Schema, n: usize) -> Vec<Vec<Option<String>>> {
 fn encode(c: &mut Criterion) {
     let secret = Secret::new("correct horse battery staple").unwrap();
     let fixture = |name: &str| {
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)).unwrap()
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(name),
+        )
+        .unwrap()
     };
     let schemas = [
         ("native_default", default_schema_json()),
         ("clkhash_blake", fixture("clkhash_v3_blake.schema.json")),
-        ("clkhash_doublehash", fixture("clkhash_v3_doublehash.schema.json")),
+        (
+            "clkhash_doublehash",
+            fixture("clkhash_v3_doublehash.schema.json"),
+        ),
     ];
     let mut group = c.benchmark_group("encode_febrl4_a_1000");
     for (name, text) in schemas {
         let schema = Schema::from_json(&text).unwrap();
         let encoder = Encoder::new(&schema, &secret);
         let rows = febrl_rows(&schema, 1000);
-        let rows: Vec<Vec<Option<&str>>> = rows.iter().map(|r| r.iter().map(|v| v.as_deref()).collect()).collect();
+        let rows: Vec<Vec<Option<&str>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
         let mut out = vec![0u8; encoder.filter_bytes()];
         group.throughput(Throughput::Elements(rows.len() as u64));
         group.bench_function(name, |b| {

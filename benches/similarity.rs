@@ -52,12 +52,18 @@ fn kernel(c: &mut Criterion) {
 fn search(c: &mut Criterion) {
     let a = random_clks(2000, 0.2, 0.5, 3);
     let b = random_clks(2000, 0.2, 0.5, 4);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("search");
     group.sample_size(10);
     group.throughput(Throughput::Elements((a.len() * b.len()) as u64));
     for (name, length_filter) in [("length_filter", true), ("no_length_filter", false)] {
-        let options = SearchOptions { length_filter, ..SearchOptions::new(0.8) };
+        let options = SearchOptions {
+            length_filter,
+            ..SearchOptions::new(0.8)
+        };
         group.bench_function(name, |bench| {
             bench.iter(|| pool.install(|| similarity::search_pair(&a, &b, &options, &|_| {})))
         });

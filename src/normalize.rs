@@ -80,7 +80,9 @@ impl Normalization {
                 self.push_folded(c, out);
             }
         } else {
-            let kept = value.chars().filter(|&c| !(self.remove_punctuation && is_apostrophe(c)));
+            let kept = value
+                .chars()
+                .filter(|&c| !(self.remove_punctuation && is_apostrophe(c)));
             for c in kept.nfkd().filter(|&c| !is_combining_mark(c)) {
                 self.push_folded(c, out);
             }
@@ -223,9 +225,7 @@ impl Directive {
             Directive::Micro => "([0-9]{1,6})",
             Directive::AmPm => "(am|pm)",
             Directive::WeekdayAbbr => "(mon|tue|wed|thu|fri|sat|sun)",
-            Directive::WeekdayName => {
-                "(wednesday|thursday|saturday|tuesday|monday|friday|sunday)"
-            }
+            Directive::WeekdayName => "(wednesday|thursday|saturday|tuesday|monday|friday|sunday)",
         }
     }
 }
@@ -234,7 +234,9 @@ impl Directive {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DateFormatError {
     /// `%x` where `x` is not a supported directive.
-    #[error("'%{0}' is not a supported strptime directive (supported: %Y %y %m %b %B %d %j %H %I %M %S %f %p %a %A %%)")]
+    #[error(
+        "'%{0}' is not a supported strptime directive (supported: %Y %y %m %b %B %d %j %H %I %M %S %f %p %a %A %%)"
+    )]
     BadDirective(char),
     /// The format ends with a lone `%`.
     #[error("the format ends with a lone '%'")]
@@ -370,9 +372,8 @@ impl DateFormat {
         }
         let date = match day_of_year {
             None => chrono::NaiveDate::from_ymd_opt(year, month, day)?,
-            Some(j) => {
-                chrono::NaiveDate::from_ymd_opt(year, 1, 1)?.checked_add_days(chrono::Days::new(u64::from(j) - 1))?
-            }
+            Some(j) => chrono::NaiveDate::from_ymd_opt(year, 1, 1)?
+                .checked_add_days(chrono::Days::new(u64::from(j) - 1))?,
         };
         use chrono::Datelike;
         if !(1..=9999).contains(&date.year()) {
@@ -393,7 +394,14 @@ mod tests {
     #[test]
     fn default_normalization_folds_case_and_accents() {
         let n = Normalization::default();
-        for v in ["Dupont", "DUPONT", "Dupönt", "  dupont ", "DUPÔNT", "Dupont\u{0308}"] {
+        for v in [
+            "Dupont",
+            "DUPONT",
+            "Dupönt",
+            "  dupont ",
+            "DUPÔNT",
+            "Dupont\u{0308}",
+        ] {
             assert_eq!(n.apply(v), "dupont", "{v:?}");
         }
     }
@@ -401,7 +409,15 @@ mod tests {
     #[test]
     fn default_normalization_removes_apostrophes() {
         let n = Normalization::default();
-        for v in ["d'Hondt", "D'HONDT", "d’Hondt", "d‘Hondt", "dʼHondt", "D´Hondt", "dHondt"] {
+        for v in [
+            "d'Hondt",
+            "D'HONDT",
+            "d’Hondt",
+            "d‘Hondt",
+            "dʼHondt",
+            "D´Hondt",
+            "dHondt",
+        ] {
             assert_eq!(n.apply(v), "dhondt", "{v:?}");
         }
     }
@@ -459,7 +475,10 @@ mod tests {
         let compact = DateFormat::new("%Y%m%d").unwrap();
         assert_eq!(compact.parse("19561231").map(|d| d.month), Some(12));
         // CPython takes "11" for the month, then "1" for the day.
-        assert_eq!(compact.parse("1999111").map(|d| (d.month, d.day)), Some((11, 1)));
+        assert_eq!(
+            compact.parse("1999111").map(|d| (d.month, d.day)),
+            Some((11, 1))
+        );
         assert!(compact.parse("19991301").is_none());
         let named = DateFormat::new("%d %B %Y").unwrap();
         assert_eq!(named.parse("3   MARCH 2001").map(|d| d.month), Some(3));
@@ -473,9 +492,18 @@ mod tests {
 
     #[test]
     fn strptime_refuses_bad_formats() {
-        assert_eq!(DateFormat::new("%Y-%q").unwrap_err(), DateFormatError::BadDirective('q'));
-        assert_eq!(DateFormat::new("%Y%").unwrap_err(), DateFormatError::TrailingPercent);
-        assert_eq!(DateFormat::new("%d.%m").unwrap_err(), DateFormatError::NoYear);
+        assert_eq!(
+            DateFormat::new("%Y-%q").unwrap_err(),
+            DateFormatError::BadDirective('q')
+        );
+        assert_eq!(
+            DateFormat::new("%Y%").unwrap_err(),
+            DateFormatError::TrailingPercent
+        );
+        assert_eq!(
+            DateFormat::new("%d.%m").unwrap_err(),
+            DateFormatError::NoYear
+        );
     }
 
     #[test]

@@ -72,7 +72,11 @@ impl Tokens {
 ///
 /// # Errors
 /// [`TokenizeError::NotANumber`] when a numeric comparison gets a non-number.
-pub fn tokenize(comparison: &Comparison, value: &str, out: &mut Tokens) -> Result<(), TokenizeError> {
+pub fn tokenize(
+    comparison: &Comparison,
+    value: &str,
+    out: &mut Tokens,
+) -> Result<(), TokenizeError> {
     out.clear();
     if value.is_empty() {
         return Ok(());
@@ -88,7 +92,13 @@ pub fn tokenize(comparison: &Comparison, value: &str, out: &mut Tokens) -> Resul
             fractional_precision,
             distance_interval,
             ..
-        } => numeric(value, resolution, fractional_precision, distance_interval, out)?,
+        } => numeric(
+            value,
+            resolution,
+            fractional_precision,
+            distance_interval,
+            out,
+        )?,
     }
     Ok(())
 }
@@ -115,7 +125,8 @@ fn ngrams(value: &str, n: usize, positional: bool, out: &mut Tokens) {
             // Writing to a String cannot fail.
             let _ = write!(out.text, "{} ", i + 1);
         }
-        out.text.push_str(&out.padded[out.bounds[i]..out.bounds[i + n]]);
+        out.text
+            .push_str(&out.padded[out.bounds[i]..out.bounds[i + n]]);
         out.ends.push(out.text.len());
     }
 }
@@ -246,16 +257,34 @@ mod tests {
 
     #[test]
     fn ngrams_are_padded_like_clkhash() {
-        let bigrams = Comparison::Ngram { n: 2, positional: false };
-        assert_eq!(tokens(&bigrams, "clkhash"), [" c", "cl", "lk", "kh", "ha", "as", "sh", "h "]);
-        let positional = Comparison::Ngram { n: 2, positional: true };
+        let bigrams = Comparison::Ngram {
+            n: 2,
+            positional: false,
+        };
+        assert_eq!(
+            tokens(&bigrams, "clkhash"),
+            [" c", "cl", "lk", "kh", "ha", "as", "sh", "h "]
+        );
+        let positional = Comparison::Ngram {
+            n: 2,
+            positional: true,
+        };
         assert_eq!(tokens(&positional, "ab"), ["1  a", "2 ab", "3 b "]);
-        let unigrams = Comparison::Ngram { n: 1, positional: true };
+        let unigrams = Comparison::Ngram {
+            n: 1,
+            positional: true,
+        };
         assert_eq!(tokens(&unigrams, "0423"), ["1 0", "2 4", "3 2", "4 3"]);
-        let trigrams = Comparison::Ngram { n: 3, positional: false };
+        let trigrams = Comparison::Ngram {
+            n: 3,
+            positional: false,
+        };
         assert_eq!(tokens(&trigrams, "é"), ["  é", " é ", "é  "]);
         assert!(tokens(&bigrams, "").is_empty());
-        let zero = Comparison::Ngram { n: 0, positional: true };
+        let zero = Comparison::Ngram {
+            n: 0,
+            positional: true,
+        };
         assert_eq!(tokens(&zero, "ab"), ["1 ", "2 ", "3 "]);
     }
 
@@ -277,15 +306,27 @@ mod tests {
     #[test]
     fn numeric_neighbourhoods_follow_the_clkhash_docstring() {
         // threshold 8, resolution 2: x = 25 gives [88, 96, 104, 112, 120].
-        assert_eq!(tokens(&numeric(8.0, 2, 0), "25"), ["88", "96", "104", "112", "120"]);
+        assert_eq!(
+            tokens(&numeric(8.0, 2, 0), "25"),
+            ["88", "96", "104", "112", "120"]
+        );
         // Floats are truncated without fractional precision, rounded with it.
-        assert_eq!(tokens(&numeric(8.0, 2, 0), "25.9"), tokens(&numeric(8.0, 2, 0), "25"));
+        assert_eq!(
+            tokens(&numeric(8.0, 2, 0), "25.9"),
+            tokens(&numeric(8.0, 2, 0), "25")
+        );
         assert_eq!(tokens(&numeric(1.0, 1, 1), "-0.25"), ["-10", "0", "10"]);
         // Python's floor modulo for negatives.
         assert_eq!(tokens(&numeric(5.0, 1, 0), "-7"), ["-20", "-15", "-10"]);
         let mut t = Tokens::new();
-        assert_eq!(tokenize(&numeric(5.0, 1, 0), "abc", &mut t), Err(TokenizeError::NotANumber));
-        assert_eq!(tokenize(&numeric(5.0, 1, 0), "inf", &mut t), Err(TokenizeError::NotANumber));
+        assert_eq!(
+            tokenize(&numeric(5.0, 1, 0), "abc", &mut t),
+            Err(TokenizeError::NotANumber)
+        );
+        assert_eq!(
+            tokenize(&numeric(5.0, 1, 0), "inf", &mut t),
+            Err(TokenizeError::NotANumber)
+        );
     }
 
     #[test]

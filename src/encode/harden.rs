@@ -14,7 +14,7 @@ pub(crate) fn xor_fold(words: &mut [u64], bits: usize, folds: u32) {
     let mut len = bits;
     for _ in 0..folds {
         let half = len / 2;
-        if half % 64 == 0 {
+        if half.is_multiple_of(64) {
             let (lo, hi) = words.split_at_mut(half / 64);
             for (a, b) in lo.iter_mut().zip(&hi[..half / 64]) {
                 *a ^= *b;
@@ -37,7 +37,7 @@ pub(crate) fn clear_from(words: &mut [u64], from: usize) {
     if first >= words.len() {
         return;
     }
-    if from % 64 != 0 {
+    if !from.is_multiple_of(64) {
         words[first] &= !(u64::MAX >> (from % 64));
         words[first + 1..].fill(0);
     } else {
@@ -65,7 +65,13 @@ pub(crate) fn blip_threshold(p: f64) -> u64 {
 /// any thread count) while the flips look random to anyone without the secret.
 /// Counters frequency and pattern attacks: a bit pattern no longer proves that
 /// a token is present (differential-privacy style randomised response).
-pub(crate) fn blip(words: &mut [u64], bits: usize, threshold: u64, key: &[u8; 32], scratch: &mut Vec<u8>) {
+pub(crate) fn blip(
+    words: &mut [u64],
+    bits: usize,
+    threshold: u64,
+    key: &[u8; 32],
+    scratch: &mut Vec<u8>,
+) {
     scratch.clear();
     scratch.resize(bits.div_ceil(8), 0);
     write_bytes(words, scratch);
@@ -93,7 +99,11 @@ pub(crate) fn balance(words: &mut Vec<u64>, bits: usize, perm: &[u32], tmp: &mut
     words.resize((2 * bits).div_ceil(64), 0);
     for (j, &src) in perm.iter().enumerate() {
         let src = src as usize;
-        let bit = if src < bits { get_bit(tmp, src) } else { !get_bit(tmp, src - bits) };
+        let bit = if src < bits {
+            get_bit(tmp, src)
+        } else {
+            !get_bit(tmp, src - bits)
+        };
         if bit {
             set_bit(words, j);
         }
@@ -118,19 +128,30 @@ mod tests {
             let mut expected = bits_of(&words, bits);
             for _ in 0..folds {
                 let half = expected.len() / 2;
-                expected = (0..half).map(|i| expected[i] ^ expected[half + i]).collect();
+                expected = (0..half)
+                    .map(|i| expected[i] ^ expected[half + i])
+                    .collect();
             }
             xor_fold(&mut words, bits, folds);
-            assert_eq!(bits_of(&words, expected.len()), expected, "{bits} bits, {folds} folds");
+            assert_eq!(
+                bits_of(&words, expected.len()),
+                expected,
+                "{bits} bits, {folds} folds"
+            );
             assert!((expected.len()..words.len() * 64).all(|i| !get_bit(&words, i)));
         }
     }
 
     #[test]
     fn balanced_filters_have_popcount_l() {
-        let perm = super::super::keys::balance_permutation(&crate::secret::Secret::new("a secret of 16+ bytes").unwrap(), 2000);
+        let perm = super::super::keys::balance_permutation(
+            &crate::secret::Secret::new("a secret of 16+ bytes").unwrap(),
+            2000,
+        );
         for seed in 0..20u64 {
-            let mut words: Vec<u64> = (0..16).map(|i| (seed * 31 + i).wrapping_mul(0x2545_F491_4F6C_DD1D)).collect();
+            let mut words: Vec<u64> = (0..16)
+                .map(|i| (seed * 31 + i).wrapping_mul(0x2545_F491_4F6C_DD1D))
+                .collect();
             clear_from(&mut words, 1000);
             let mut tmp = Vec::new();
             balance(&mut words, 1000, &perm, &mut tmp);
@@ -146,13 +167,19 @@ mod tests {
         let mut flipped = 0u64;
         let mut scratch = Vec::new();
         for record in 0..400u64 {
-            let original: Vec<u64> = (0..16).map(|i| (record * 16 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+            let original: Vec<u64> = (0..16)
+                .map(|i| (record * 16 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .collect();
             let mut a = original.clone();
             blip(&mut a, 1024, threshold, &key, &mut scratch);
             let mut b = original.clone();
             blip(&mut b, 1024, threshold, &key, &mut scratch);
             assert_eq!(a, b);
-            flipped += a.iter().zip(&original).map(|(x, y)| u64::from((x ^ y).count_ones())).sum::<u64>();
+            flipped += a
+                .iter()
+                .zip(&original)
+                .map(|(x, y)| u64::from((x ^ y).count_ones()))
+                .sum::<u64>();
         }
         let rate = flipped as f64 / (400.0 * 1024.0);
         assert!((0.097..0.103).contains(&rate), "flip rate {rate}");

@@ -41,7 +41,11 @@ pub(crate) fn get_bit(words: &[u64], i: usize) -> bool {
 
 /// The bytes that are hashed for a token, in the feature's text encoding
 /// (Python codec semantics: `utf-16` and `utf-32` start with a byte-order mark).
-pub(crate) fn encode_token<'a>(encoding: TextEncoding, token: &'a str, buf: &'a mut Vec<u8>) -> &'a [u8] {
+pub(crate) fn encode_token<'a>(
+    encoding: TextEncoding,
+    token: &'a str,
+    buf: &'a mut Vec<u8>,
+) -> &'a [u8] {
     match encoding {
         TextEncoding::Utf8 | TextEncoding::Ascii => token.as_bytes(),
         TextEncoding::Utf16 => {
@@ -86,8 +90,8 @@ pub(crate) enum FieldHasher {
         cores: Vec<Blake2bVarCore>,
     },
     DoubleHash {
-        sha1: Hmac<Sha1>,
-        md5: Hmac<Md5>,
+        /// HMAC-SHA1 (first key) and HMAC-MD5 (second key), boxed: they are large.
+        states: Box<(Hmac<Sha1>, Hmac<Md5>)>,
         prevent_singularity: bool,
     },
     Blake3 {
@@ -117,9 +121,15 @@ impl FieldHasher {
                     cores: (0..salts).map(|j| blake2b_core(&keys.first, j)).collect(),
                 }
             }
-            HashKind::DoubleHash { prevent_singularity } => FieldHasher::DoubleHash {
-                sha1: <Hmac<Sha1> as Mac>::new_from_slice(&keys.first).expect("HMAC takes keys of any length"),
-                md5: <Hmac<Md5> as Mac>::new_from_slice(&keys.second).expect("HMAC takes keys of any length"),
+            HashKind::DoubleHash {
+                prevent_singularity,
+            } => FieldHasher::DoubleHash {
+                states: Box::new((
+                    <Hmac<Sha1> as Mac>::new_from_slice(&keys.first)
+                        .expect("HMAC takes keys of any length"),
+                    <Hmac<Md5> as Mac>::new_from_slice(&keys.second)
+                        .expect("HMAC takes keys of any length"),
+                )),
                 prevent_singularity,
             },
             HashKind::Blake3 => FieldHasher::Blake3 {
@@ -139,8 +149,12 @@ impl FieldHasher {
                 while remaining > 0 {
                     if prefix.is_empty() && token.is_empty() {
                         // The key block is then the final block: no precomputed core.
-                        let mut mac = Blake2bMac512::new_with_salt_and_personal(key, j.to_string().as_bytes(), &[])
-                            .expect("key and salt lengths checked");
+                        let mut mac = Blake2bMac512::new_with_salt_and_personal(
+                            key,
+                            j.to_string().as_bytes(),
+                            &[],
+                        )
+                        .expect("key and salt lengths checked");
                         mac.update(&[]);
                         digest.copy_from_slice(&mac.finalize().into_bytes());
                     } else {
@@ -163,10 +177,10 @@ impl FieldHasher {
                 }
             }
             FieldHasher::DoubleHash {
-                sha1,
-                md5,
+                states,
                 prevent_singularity,
             } => {
+                let (sha1, md5) = &**states;
                 let l64 = l as u64;
                 let mut h1 = sha1.clone();
                 h1.update(prefix);
@@ -219,11 +233,20 @@ mod tests {
 
     #[test]
     fn be_mod_matches_bytewise_horner() {
-        let bytes: Vec<u8> = (0u8..20).map(|b| b.wrapping_mul(37).wrapping_add(11)).collect();
+        let bytes: Vec<u8> = (0u8..20)
+            .map(|b| b.wrapping_mul(37).wrapping_add(11))
+            .collect();
         for l in [1u64, 7, 64, 1000, 1024, 65_537, (1 << 24) - 3] {
-            let horner = bytes.iter().fold(0u64, |r, &b| (r * 256 + u64::from(b)) % l);
+            let horner = bytes
+                .iter()
+                .fold(0u64, |r, &b| (r * 256 + u64::from(b)) % l);
             assert_eq!(be_mod(&bytes, l), horner, "l = {l}");
-            assert_eq!(be_mod(&bytes[..16], l), bytes[..16].iter().fold(0u64, |r, &b| (r * 256 + u64::from(b)) % l));
+            assert_eq!(
+                be_mod(&bytes[..16], l),
+                bytes[..16]
+                    .iter()
+                    .fold(0u64, |r, &b| (r * 256 + u64::from(b)) % l)
+            );
         }
     }
 
@@ -240,11 +263,16 @@ mod tests {
             hasher.insert(&[], token, 40, 1024, &mut fast);
             let mut slow = [0u64; 16];
             for j in 0..2 {
-                let mut mac = Blake2bMac512::new_with_salt_and_personal(&key, j.to_string().as_bytes(), &[]).unwrap();
+                let mut mac =
+                    Blake2bMac512::new_with_salt_and_personal(&key, j.to_string().as_bytes(), &[])
+                        .unwrap();
                 mac.update(token);
                 let d = mac.finalize().into_bytes();
                 for pair in d.chunks_exact(2).take(if j == 0 { 32 } else { 8 }) {
-                    set_bit(&mut slow, u16::from_le_bytes([pair[0], pair[1]]) as usize % 1024);
+                    set_bit(
+                        &mut slow,
+                        u16::from_le_bytes([pair[0], pair[1]]) as usize % 1024,
+                    );
                 }
             }
             assert_eq!(fast, slow, "token {token:?}");
@@ -254,11 +282,17 @@ mod tests {
     #[test]
     fn python_codecs() {
         let mut buf = Vec::new();
-        assert_eq!(encode_token(TextEncoding::Utf16, "aé", &mut buf), [0xFF, 0xFE, b'a', 0, 0xE9, 0]);
+        assert_eq!(
+            encode_token(TextEncoding::Utf16, "aé", &mut buf),
+            [0xFF, 0xFE, b'a', 0, 0xE9, 0]
+        );
         assert_eq!(
             encode_token(TextEncoding::Utf32, "a", &mut buf),
             [0xFF, 0xFE, 0, 0, b'a', 0, 0, 0]
         );
-        assert_eq!(encode_token(TextEncoding::Utf8, "é", &mut buf), [0xC3, 0xA9]);
+        assert_eq!(
+            encode_token(TextEncoding::Utf8, "é", &mut buf),
+            [0xC3, 0xA9]
+        );
     }
 }

@@ -92,7 +92,9 @@ pub(crate) fn feature_keys(schema: &Schema, secret: &Secret) -> Vec<FeatureKeys>
                     first: material[..64].to_vec(),
                     second: material[64..].to_vec(),
                 };
-                material.iter_mut().for_each(|b| *b = std::hint::black_box(0));
+                material
+                    .iter_mut()
+                    .for_each(|b| *b = std::hint::black_box(0));
                 keys
             })
             .collect(),
@@ -120,7 +122,11 @@ impl RandomStream {
             self.reader.fill(&mut self.buf);
             self.pos = 0;
         }
-        let v = u32::from_le_bytes(self.buf[self.pos..self.pos + 4].try_into().expect("4 bytes"));
+        let v = u32::from_le_bytes(
+            self.buf[self.pos..self.pos + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
         self.pos += 4;
         v
     }
@@ -194,7 +200,13 @@ mod tests {
         let other = Secret::new("another secret of some length").unwrap();
         assert_ne!(p, balance_permutation(&other, 2048));
         // Not the identity, nor close to it.
-        assert!(p.iter().enumerate().filter(|(i, v)| *i == **v as usize).count() < 20);
+        assert!(
+            p.iter()
+                .enumerate()
+                .filter(|(i, v)| *i == **v as usize)
+                .count()
+                < 20
+        );
     }
 
     #[test]
@@ -204,7 +216,10 @@ mod tests {
         for _ in 0..70_000 {
             counts[s.below(7) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -63,7 +63,11 @@ impl fmt::Debug for Encoder {
             .field("filter_bits", &self.filter_bits)
             .field(
                 "features",
-                &self.fields.iter().map(|p| p.identifier.as_str()).collect::<Vec<_>>(),
+                &self
+                    .fields
+                    .iter()
+                    .map(|p| p.identifier.as_str())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -100,7 +104,11 @@ pub enum RejectReason {
     #[error("value is not an integer")]
     NotAnInteger,
     /// An integer outside `[minimum, maximum]`.
-    #[error("value is out of range (minimum {}, maximum {})", show(minimum), show(maximum))]
+    #[error(
+        "value is out of range (minimum {}, maximum {})",
+        show(minimum),
+        show(maximum)
+    )]
     OutOfRange {
         minimum: Option<i64>,
         maximum: Option<i64>,
@@ -184,7 +192,11 @@ impl Encoder {
                 Some(FieldPlan {
                     index,
                     identifier: feature.identifier().to_owned(),
-                    hasher: FieldHasher::new(spec.hash, &keys[index], max_bits_per_token(spec.strategy)),
+                    hasher: FieldHasher::new(
+                        spec.hash,
+                        &keys[index],
+                        max_bits_per_token(spec.strategy),
+                    ),
                     spec,
                     salt_from_ignored,
                 })
@@ -248,7 +260,11 @@ impl Encoder {
             self.n_features,
             "one value per schema feature (ignored ones included)"
         );
-        assert_eq!(out.len(), self.filter_bytes(), "output buffer of filter_bytes()");
+        assert_eq!(
+            out.len(),
+            self.filter_bytes(),
+            "output buffer of filter_bytes()"
+        );
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
             let result = self.encode_with(values, scratch);
@@ -266,23 +282,29 @@ impl Encoder {
         }
         // Pass 1: every value validated and formatted (salts need other features' values).
         for plan in &self.fields {
-            value::prepare(&plan.spec, values[plan.index], &mut s.values[plan.index], &mut s.tmp).map_err(
-                |reason| FieldError {
-                    feature: plan.identifier.clone(),
-                    reason,
-                },
-            )?;
+            value::prepare(
+                &plan.spec,
+                values[plan.index],
+                &mut s.values[plan.index],
+                &mut s.tmp,
+            )
+            .map_err(|reason| FieldError {
+                feature: plan.identifier.clone(),
+                reason,
+            })?;
         }
         // Pass 2: tokens hashed into the filter.
         s.words.clear();
         s.words.resize(self.hash_bits.div_ceil(64), 0);
         for plan in &self.fields {
             let spec = &plan.spec;
-            tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| FieldError {
-                feature: plan.identifier.clone(),
-                reason: match e {
-                    TokenizeError::NotANumber => RejectReason::NotANumber,
-                },
+            tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
+                FieldError {
+                    feature: plan.identifier.clone(),
+                    reason: match e {
+                        TokenizeError::NotANumber => RejectReason::NotANumber,
+                    },
+                }
             })?;
             match &spec.salt {
                 None => s.salt_prefix.clear(),
@@ -309,12 +331,19 @@ impl Encoder {
                     }
                     _ => hashing::encode_token(TextEncoding::Utf8, token, &mut s.token_bytes),
                 };
-                plan.hasher.insert(&s.salt_prefix, bytes, k, self.hash_bits, &mut s.words);
+                plan.hasher
+                    .insert(&s.salt_prefix, bytes, k, self.hash_bits, &mut s.words);
             }
         }
         harden::xor_fold(&mut s.words, self.hash_bits, self.xor_folds);
         if let Some(blip) = &self.blip {
-            harden::blip(&mut s.words, self.l, blip.threshold, &blip.key, &mut s.bytes);
+            harden::blip(
+                &mut s.words,
+                self.l,
+                blip.threshold,
+                &blip.key,
+                &mut s.bytes,
+            );
         }
         if let Some(perm) = &self.balance {
             harden::balance(&mut s.words, self.l, perm, &mut s.spare_words);
@@ -358,18 +387,29 @@ mod tests {
         assert_send_sync::<Encoder>();
         let e = Encoder::new(&febrl_schema(), &secret());
         let shown = format!("{e:?}");
-        assert!(shown.contains("filter_bits: 1024") && !shown.contains("key"), "{shown}");
+        assert!(
+            shown.contains("filter_bits: 1024") && !shown.contains("key"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn normalisation_makes_spelling_variants_encode_alike() {
         let e = Encoder::new(&febrl_schema(), &secret());
-        let a = e.encode(&record("Jean-Pierre", "Dupont", "19560909")).unwrap();
-        let b = e.encode(&record("jean pierre", "DUPÖNT", "1956-09-09")).unwrap();
-        let c = e.encode(&record("  JEAN   PIERRE ", "dupont", "09/09/1956")).unwrap();
+        let a = e
+            .encode(&record("Jean-Pierre", "Dupont", "19560909"))
+            .unwrap();
+        let b = e
+            .encode(&record("jean pierre", "DUPÖNT", "1956-09-09"))
+            .unwrap();
+        let c = e
+            .encode(&record("  JEAN   PIERRE ", "dupont", "09/09/1956"))
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a, c);
-        let d = e.encode(&record("jean pierre", "dupond", "19560909")).unwrap();
+        let d = e
+            .encode(&record("jean pierre", "dupond", "19560909"))
+            .unwrap();
         assert_ne!(a, d);
         assert_eq!(a.len(), 128);
     }
@@ -378,9 +418,12 @@ mod tests {
     fn different_secrets_give_different_clks() {
         let r = record("anna", "smith", "19800101");
         let a = Encoder::new(&febrl_schema(), &secret()).encode(&r).unwrap();
-        let b = Encoder::new(&febrl_schema(), &Secret::new("another long project secret").unwrap())
-            .encode(&r)
-            .unwrap();
+        let b = Encoder::new(
+            &febrl_schema(),
+            &Secret::new("another long project secret").unwrap(),
+        )
+        .encode(&r)
+        .unwrap();
         assert_ne!(a, b);
     }
 
@@ -414,23 +457,59 @@ mod tests {
         let ok = ["r1", "anna", "42", "01/02/1990", "f", "AB12", "70.5"];
         assert_eq!(reject(ok), None);
         let cases: [([&str; 7], &str); 11] = [
-            (["r", "Anna", "42", "01/02/1990", "f", "AB12", "70"], "field `name`: value is not in lower case"),
-            (["r", "a", "42", "01/02/1990", "f", "AB12", "70"], "field `name`: value has 1 characters, fewer than the minimum 2"),
-            (["r", "annabel", "42", "01/02/1990", "f", "AB12", "70"], "field `name`: value has 7 characters, more than the maximum 5"),
-            (["r", "anna", "4x2", "01/02/1990", "f", "AB12", "70"], "field `age`: value is not an integer"),
-            (["r", "anna", "142", "01/02/1990", "f", "AB12", "70"], "field `age`: value is out of range (minimum 0, maximum 120)"),
-            (["r", "anna", "", "01/02/1990", "f", "AB12", "70"], "field `age`: value is missing"),
-            (["r", "anna", "42", "31/02/1990", "f", "AB12", "70"], "field `dob`: value is not a valid date in the format %d/%m/%Y"),
-            (["r", "anna", "42", "01/02/1990", "x", "AB12", "70"], "field `sex`: value is not one of the allowed values"),
-            (["r", "anna", "42", "01/02/1990", "f", "ab12", "70"], "field `code`: value does not match the pattern \"[A-Z]{2}[0-9]+\""),
-            (["r", "anna", "42", "01/02/1990", "f", "AB12", "heavy"], "field `weight`: value is not a number"),
-            (["r", "anna", "N/A", "01/02/1990", "f", "AB12", "seventy"], "field `weight`: value is not a number"),
+            (
+                ["r", "Anna", "42", "01/02/1990", "f", "AB12", "70"],
+                "field `name`: value is not in lower case",
+            ),
+            (
+                ["r", "a", "42", "01/02/1990", "f", "AB12", "70"],
+                "field `name`: value has 1 characters, fewer than the minimum 2",
+            ),
+            (
+                ["r", "annabel", "42", "01/02/1990", "f", "AB12", "70"],
+                "field `name`: value has 7 characters, more than the maximum 5",
+            ),
+            (
+                ["r", "anna", "4x2", "01/02/1990", "f", "AB12", "70"],
+                "field `age`: value is not an integer",
+            ),
+            (
+                ["r", "anna", "142", "01/02/1990", "f", "AB12", "70"],
+                "field `age`: value is out of range (minimum 0, maximum 120)",
+            ),
+            (
+                ["r", "anna", "", "01/02/1990", "f", "AB12", "70"],
+                "field `age`: value is missing",
+            ),
+            (
+                ["r", "anna", "42", "31/02/1990", "f", "AB12", "70"],
+                "field `dob`: value is not a valid date in the format %d/%m/%Y",
+            ),
+            (
+                ["r", "anna", "42", "01/02/1990", "x", "AB12", "70"],
+                "field `sex`: value is not one of the allowed values",
+            ),
+            (
+                ["r", "anna", "42", "01/02/1990", "f", "ab12", "70"],
+                "field `code`: value does not match the pattern \"[A-Z]{2}[0-9]+\"",
+            ),
+            (
+                ["r", "anna", "42", "01/02/1990", "f", "AB12", "heavy"],
+                "field `weight`: value is not a number",
+            ),
+            (
+                ["r", "anna", "N/A", "01/02/1990", "f", "AB12", "seventy"],
+                "field `weight`: value is not a number",
+            ),
         ];
         for (values, expected) in cases {
             assert_eq!(reject(values).as_deref(), Some(expected), "{values:?}");
         }
         // The sentinel is not validated.
-        assert_eq!(reject(["r", "anna", "N/A", "01/02/1990", "f", "AB12", "70"]), None);
+        assert_eq!(
+            reject(["r", "anna", "N/A", "01/02/1990", "f", "AB12", "70"]),
+            None
+        );
     }
 
     #[test]
@@ -440,14 +519,23 @@ mod tests {
             "format": {"type": "date", "format": "%Y%m%d"},
             "hashing": {"comparison": {"type": "ngram", "n": 1, "positional": true},
                         "strategy": {"bitsPerToken": 3}, "hash": {"type": "blake3"}}}]}"#;
-        let keep = Encoder::new(&Schema::from_json(&text.replace("ONINVALID", "keep")).unwrap(), &secret());
+        let keep = Encoder::new(
+            &Schema::from_json(&text.replace("ONINVALID", "keep")).unwrap(),
+            &secret(),
+        );
         let bad = keep.encode(&[Some("19450493")]).unwrap();
         let good = keep.encode(&[Some("19450403")]).unwrap();
         assert_ne!(bad, good);
         assert!(bad.iter().any(|&b| b != 0));
-        let missing = Encoder::new(&Schema::from_json(&text.replace("ONINVALID", "missing")).unwrap(), &secret());
+        let missing = Encoder::new(
+            &Schema::from_json(&text.replace("ONINVALID", "missing")).unwrap(),
+            &secret(),
+        );
         assert_eq!(missing.encode(&[Some("19450493")]).unwrap(), vec![0; 8]);
-        let reject = Encoder::new(&Schema::from_json(&text.replace("ONINVALID", "reject")).unwrap(), &secret());
+        let reject = Encoder::new(
+            &Schema::from_json(&text.replace("ONINVALID", "reject")).unwrap(),
+            &secret(),
+        );
         assert!(reject.encode(&[Some("19450493")]).is_err());
     }
 
@@ -470,7 +558,11 @@ mod tests {
         for name in ["anna", "bartholomew", "", "x"] {
             let clk = e.encode(&[None, Some(name)]).unwrap();
             assert_eq!(clk.len(), 128);
-            assert_eq!(clk.iter().map(|b| b.count_ones()).sum::<u32>(), 512, "{name}");
+            assert_eq!(
+                clk.iter().map(|b| b.count_ones()).sum::<u32>(),
+                512,
+                "{name}"
+            );
             assert_eq!(clk, e.encode(&[None, Some(name)]).unwrap());
         }
     }
@@ -482,10 +574,19 @@ mod tests {
         let b = e.encode(&[Some("19561231"), Some("anna")]).unwrap();
         let c = e.encode(&[Some("1957"), Some("anna")]).unwrap();
         assert_eq!(a, b, "only the first 4 characters salt");
-        let shared = a.iter().zip(&c).map(|(x, y)| (x & y).count_ones()).sum::<u32>();
+        let shared = a
+            .iter()
+            .zip(&c)
+            .map(|(x, y)| (x & y).count_ones())
+            .sum::<u32>();
         let set = a.iter().map(|x| x.count_ones()).sum::<u32>();
-        assert!(shared * 4 < set, "different salts share {shared} of {set} bits");
-        let unsalted = hardened("", "").encode(&[Some("1956"), Some("anna")]).unwrap();
+        assert!(
+            shared * 4 < set,
+            "different salts share {shared} of {set} bits"
+        );
+        let unsalted = hardened("", "")
+            .encode(&[Some("1956"), Some("anna")])
+            .unwrap();
         assert_ne!(a, unsalted);
     }
 
@@ -499,7 +600,11 @@ mod tests {
             let a = plain.encode(&[None, Some(name)]).unwrap();
             let b = blipped.encode(&[None, Some(name)]).unwrap();
             assert_eq!(b, blipped.encode(&[None, Some(name)]).unwrap());
-            flips += a.iter().zip(&b).map(|(x, y)| (x ^ y).count_ones()).sum::<u32>();
+            flips += a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x ^ y).count_ones())
+                .sum::<u32>();
         }
         let rate = f64::from(flips) / (300.0 * 512.0);
         assert!((0.045..0.055).contains(&rate), "flip rate {rate}");
@@ -519,7 +624,10 @@ mod tests {
         use rayon::prelude::*;
         let e = Encoder::new(&febrl_schema(), &secret());
         let names: Vec<String> = (0..200).map(|i| format!("person {i}")).collect();
-        let serial: Vec<Vec<u8>> = names.iter().map(|n| e.encode(&record(n, "smith", "19700101")).unwrap()).collect();
+        let serial: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| e.encode(&record(n, "smith", "19700101")).unwrap())
+            .collect();
         let parallel: Vec<Vec<u8>> = names
             .par_iter()
             .map(|n| e.encode(&record(n, "smith", "19700101")).unwrap())

@@ -17,7 +17,11 @@ use crate::secret::Secret;
 ///
 /// # Errors
 /// As [`super::Encoder::encode`].
-pub fn encode(schema: &Schema, secret: &Secret, values: &[Option<&str>]) -> Result<Vec<u8>, FieldError> {
+pub fn encode(
+    schema: &Schema,
+    secret: &Secret,
+    values: &[Option<&str>],
+) -> Result<Vec<u8>, FieldError> {
     assert_eq!(values.len(), schema.features().len());
     let keys = keys::feature_keys(schema, secret);
     let features = schema.features();
@@ -27,9 +31,11 @@ pub fn encode(schema: &Schema, secret: &Secret, values: &[Option<&str>]) -> Resu
     for (i, feature) in features.iter().enumerate() {
         if let Some(spec) = feature.spec() {
             let mut tmp = String::new();
-            value::prepare(spec, values[i], &mut prepared[i], &mut tmp).map_err(|reason| FieldError {
-                feature: feature.identifier().to_owned(),
-                reason,
+            value::prepare(spec, values[i], &mut prepared[i], &mut tmp).map_err(|reason| {
+                FieldError {
+                    feature: feature.identifier().to_owned(),
+                    reason,
+                }
             })?;
         }
     }
@@ -90,7 +96,11 @@ pub fn encode(schema: &Schema, secret: &Secret, values: &[Option<&str>]) -> Resu
     }
     if hardening.balance {
         let perm = keys::balance_permutation(secret, 2 * l);
-        let doubled: Vec<bool> = filter.iter().copied().chain(filter.iter().map(|b| !b)).collect();
+        let doubled: Vec<bool> = filter
+            .iter()
+            .copied()
+            .chain(filter.iter().map(|b| !b))
+            .collect();
         filter = perm.iter().map(|&src| doubled[src as usize]).collect();
     }
     Ok(to_bytes(&filter))
@@ -99,7 +109,12 @@ pub fn encode(schema: &Schema, secret: &Secret, values: &[Option<&str>]) -> Resu
 /// Bits to bytes, most significant bit first, zero-padded.
 fn to_bytes(bits: &[bool]) -> Vec<u8> {
     bits.chunks(8)
-        .map(|chunk| chunk.iter().enumerate().fold(0u8, |byte, (i, &b)| byte | (u8::from(b) << (7 - i))))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(0u8, |byte, (i, &b)| byte | (u8::from(b) << (7 - i)))
+        })
         .collect()
 }
 
@@ -132,34 +147,59 @@ fn tokens_of(comparison: &Comparison, value: &str) -> Result<Vec<String>, Reject
             (0..=chars.len() - n)
                 .map(|i| {
                     let gram: String = chars[i..i + n].iter().collect();
-                    if *positional { format!("{} {gram}", i + 1) } else { gram }
+                    if *positional {
+                        format!("{} {gram}", i + 1)
+                    } else {
+                        gram
+                    }
                 })
                 .collect()
         }
         Comparison::Numeric { .. } => {
             let mut tokens = crate::tokenize::Tokens::new();
-            crate::tokenize::tokenize(comparison, value, &mut tokens).map_err(|_| RejectReason::NotANumber)?;
+            crate::tokenize::tokenize(comparison, value, &mut tokens)
+                .map_err(|_| RejectReason::NotANumber)?;
             tokens.iter().map(str::to_owned).collect()
         }
     })
 }
 
 /// The `k` bit positions of one token (with its salt prefix) among `l` bits.
-fn positions(hash: HashKind, keys: &keys::FeatureKeys, message: &[u8], k: usize, l: usize) -> Vec<usize> {
+fn positions(
+    hash: HashKind,
+    keys: &keys::FeatureKeys,
+    message: &[u8],
+    k: usize,
+    l: usize,
+) -> Vec<usize> {
     match hash {
         HashKind::Blake2b => {
             let mut words = Vec::new();
             for j in 0..k.div_ceil(32) {
-                let mut mac = Blake2bMac512::new_with_salt_and_personal(&keys.first, j.to_string().as_bytes(), &[])
-                    .expect("valid key and salt");
+                let mut mac = Blake2bMac512::new_with_salt_and_personal(
+                    &keys.first,
+                    j.to_string().as_bytes(),
+                    &[],
+                )
+                .expect("valid key and salt");
                 mac.update(message);
                 let digest = mac.finalize().into_bytes();
-                words.extend(digest.chunks(2).map(|p| u16::from_le_bytes([p[0], p[1]]) as usize));
+                words.extend(
+                    digest
+                        .chunks(2)
+                        .map(|p| u16::from_le_bytes([p[0], p[1]]) as usize),
+                );
             }
             words.into_iter().take(k).map(|w| w % l).collect()
         }
-        HashKind::DoubleHash { prevent_singularity } => {
-            let modulo = |bytes: &[u8]| bytes.iter().fold(0usize, |r, &b| (r * 256 + b as usize) % l);
+        HashKind::DoubleHash {
+            prevent_singularity,
+        } => {
+            let modulo = |bytes: &[u8]| {
+                bytes
+                    .iter()
+                    .fold(0usize, |r, &b| (r * 256 + b as usize) % l)
+            };
             let hmac = |key: &[u8], data: &[u8], md5: bool| -> Vec<u8> {
                 if md5 {
                     let mut m = <Hmac<Md5> as Mac>::new_from_slice(key).expect("any key");
@@ -176,7 +216,12 @@ fn positions(hash: HashKind, keys: &keys::FeatureKeys, message: &[u8], k: usize,
             let mut i = 0u32;
             while prevent_singularity && h2 == 0 {
                 let mut data = message.to_vec();
-                data.extend(char::from_u32(i).unwrap_or('\u{FFFD}').to_string().as_bytes());
+                data.extend(
+                    char::from_u32(i)
+                        .unwrap_or('\u{FFFD}')
+                        .to_string()
+                        .as_bytes(),
+                );
                 h2 = modulo(&hmac(&keys.second, &data, true));
                 i += 1;
             }
@@ -195,10 +240,12 @@ fn positions(hash: HashKind, keys: &keys::FeatureKeys, message: &[u8], k: usize,
             // Lemire: accept x·n unless its low 32 bits fall below 2^32 mod n.
             let reject_below = (1u64 << 32) % n;
             (0..k)
-                .map(|_| loop {
-                    let m = next() * n;
-                    if m & 0xFFFF_FFFF >= reject_below {
-                        break (m >> 32) as usize;
+                .map(|_| {
+                    loop {
+                        let m = next() * n;
+                        if m & 0xFFFF_FFFF >= reject_below {
+                            break (m >> 32) as usize;
+                        }
                     }
                 })
                 .collect()
@@ -245,24 +292,40 @@ mod tests {
             Some(json!({"sentinel": ""})),
             Some(json!({"sentinel": "-", "replaceWith": "x"})),
         ]);
-        let normalize = prop::sample::select(vec![None, Some(json!({})), Some(json!({"caseFold": false}))]);
+        let normalize = prop::sample::select(vec![
+            None,
+            Some(json!({})),
+            Some(json!({"caseFold": false})),
+        ]);
         let on_invalid = prop::sample::select(vec!["reject", "missing", "keep"]);
-        (format, comparison, strategy, hash, missing, normalize, on_invalid, any::<bool>()).prop_map(
-            |(format, comparison, strategy, hash, missing, normalize, on_invalid, salted)| {
-                let mut hashing = json!({"comparison": comparison, "strategy": strategy, "hash": hash});
-                if let Some(m) = missing {
-                    hashing["missingValue"] = m;
-                }
-                if salted {
-                    hashing["salt"] = json!({"identifier": "salt", "length": 2});
-                }
-                let mut f = json!({"format": format, "hashing": hashing, "onInvalid": on_invalid});
-                if let Some(n) = normalize {
-                    f["normalize"] = n;
-                }
-                f
-            },
+        (
+            format,
+            comparison,
+            strategy,
+            hash,
+            missing,
+            normalize,
+            on_invalid,
+            any::<bool>(),
         )
+            .prop_map(
+                |(format, comparison, strategy, hash, missing, normalize, on_invalid, salted)| {
+                    let mut hashing =
+                        json!({"comparison": comparison, "strategy": strategy, "hash": hash});
+                    if let Some(m) = missing {
+                        hashing["missingValue"] = m;
+                    }
+                    if salted {
+                        hashing["salt"] = json!({"identifier": "salt", "length": 2});
+                    }
+                    let mut f =
+                        json!({"format": format, "hashing": hashing, "onInvalid": on_invalid});
+                    if let Some(n) = normalize {
+                        f["normalize"] = n;
+                    }
+                    f
+                },
+            )
     }
 
     fn schema() -> impl Strategy<Value = (Schema, usize)> {
@@ -272,7 +335,14 @@ mod tests {
             json!({"type": "HKDF", "hash": "SHA256", "keySize": 64}),
             json!({"type": "HKDF", "hash": "SHA512", "keySize": 32, "salt": "c2FsdA==", "info": "aW5mbw=="}),
         ]);
-        (l, 0u32..3, kdf, any::<bool>(), prop::option::of(0.01f64..0.3), prop::collection::vec(feature(), 1..4))
+        (
+            l,
+            0u32..3,
+            kdf,
+            any::<bool>(),
+            prop::option::of(0.01f64..0.3),
+            prop::collection::vec(feature(), 1..4),
+        )
             .prop_map(|(l, folds, kdf, balance, blip, features)| {
                 let mut all = vec![json!({"identifier": "salt", "ignored": true})];
                 for (i, mut f) in features.into_iter().enumerate() {
@@ -283,7 +353,8 @@ mod tests {
                     }
                     all.push(f);
                 }
-                let mut config = json!({"l": l, "xor_folds": folds, "kdf": kdf, "balance": balance});
+                let mut config =
+                    json!({"l": l, "xor_folds": folds, "kdf": kdf, "balance": balance});
                 if let Some(p) = blip {
                     config["blip"] = json!({"probability": p});
                 }
@@ -302,7 +373,12 @@ mod tests {
                 "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
                 "[0-3][0-9]/[01][0-9]/19[0-9]{2}",
                 "19[0-9]{2}[01][0-9][0-3][0-9]",
-                prop::sample::select(vec!["a".to_owned(), "ab".to_owned(), "-".to_owned(), String::new()]),
+                prop::sample::select(vec![
+                    "a".to_owned(),
+                    "ab".to_owned(),
+                    "-".to_owned(),
+                    String::new()
+                ]),
             ],
         )
     }

@@ -109,7 +109,12 @@ fn format_value(format: &Format, value: &str, out: &mut String) -> Result<(), Re
                 };
                 if wrong {
                     return Err(RejectReason::WrongCase {
-                        expected: if *case == Case::Upper { "upper" } else { "lower" }.to_owned(),
+                        expected: if *case == Case::Upper {
+                            "upper"
+                        } else {
+                            "lower"
+                        }
+                        .to_owned(),
                     });
                 }
             }
@@ -117,7 +122,9 @@ fn format_value(format: &Format, value: &str, out: &mut String) -> Result<(), Re
         }
         Format::Integer { minimum, maximum } => {
             let v = parse_python_int(value).ok_or(RejectReason::NotAnInteger)?;
-            if minimum.is_some_and(|m| v < i128::from(m)) || maximum.is_some_and(|m| v > i128::from(m)) {
+            if minimum.is_some_and(|m| v < i128::from(m))
+                || maximum.is_some_and(|m| v > i128::from(m))
+            {
                 return Err(RejectReason::OutOfRange {
                     minimum: *minimum,
                     maximum: *maximum,

@@ -16,13 +16,16 @@
 mod plot;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use arrow_array::{Array, Float32Array};
 use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::slice::ParallelSliceMut;
 
-use crate::io::table::{self, TableError};
+use crate::io::table::TableError;
 use crate::release::{ReleaseError, RowRef, read_entities};
 
 /// Why an evaluation was refused.
@@ -314,8 +317,8 @@ impl Quality {
         Quality {
             links,
             true_positives,
-            false_positives: links - true_positives,
-            false_negatives: truth_pairs - true_positives,
+            false_positives: links.saturating_sub(true_positives),
+            false_negatives: truth_pairs.saturating_sub(true_positives),
             precision,
             recall,
             f1,
@@ -366,6 +369,10 @@ pub struct Report {
 
 /// Evaluates a match run against the truth (see the module documentation).
 ///
+/// Memory: the candidate pairs are held as 12 bytes each (two record numbers
+/// and the score), plus the records of the entity file; Parquet files are
+/// read in batches.
+///
 /// # Errors
 /// An [`EvaluateError`] naming the file, row and column: unreadable or
 /// malformed files, ids of the truth, links or scores that are not in the
@@ -373,24 +380,24 @@ pub struct Report {
 /// scores, Febrl truth without the entity file or with ids that do not follow
 /// Febrl's naming, or a failed plot (no plot file is left then).
 pub fn evaluate(options: &EvaluateOptions) -> Result<Report, EvaluateError> {
+    if options.truth == Truth::Febrl && options.entities.is_none() {
+        return Err(EvaluateError::FebrlNeedsEntities);
+    }
     let mut records = match &options.entities {
         Some(path) => Records::from_entities(path)?,
         None => Records::open(),
     };
-    let links = read_scored_pairs(&options.links, &mut records)?;
+    let links = read_scored_pairs(&options.links, &mut records, Duplicates::Anywhere)?;
     let scores = match &options.scores {
-        Some(path) => Some(read_scored_pairs(path, &mut records)?),
+        // Score files can hold millions of pairs; pprl match writes them
+        // sorted, so a repeated pair would sit next to itself.
+        Some(path) => Some(read_scored_pairs(path, &mut records, Duplicates::Adjacent)?),
         None => None,
     };
     let truth = match &options.truth {
         Truth::PairsCsv(path) => {
             let seen_before = records.len();
             let (truth, found) = read_truth_csv(path, &mut records)?;
-            let searched = if scores.is_some() {
-                options.scores.as_deref()
-            } else {
-                Some(options.links.as_path())
-            };
             let has_candidates =
                 !links.is_empty() || scores.as_ref().is_some_and(|s| !s.is_empty());
             if options.entities.is_none()
@@ -401,66 +408,55 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<Report, EvaluateError> {
             {
                 return Err(EvaluateError::TruthDisjoint {
                     truth: path.clone(),
-                    links: searched.unwrap_or(&options.links).to_path_buf(),
+                    links: options.scores.as_ref().unwrap_or(&options.links).clone(),
                 });
             }
             truth
         }
         Truth::Febrl => {
-            let Some(entities) = &options.entities else {
-                return Err(EvaluateError::FebrlNeedsEntities);
-            };
+            let entities = options.entities.as_deref().expect("checked above");
             febrl_truth(entities, &records)?
         }
     };
     let truth_pairs = truth.len() as u64;
-    let link_tp = links.iter().filter(|p| truth.contains(&p.pair)).count() as u64;
+    let link_tp = links.iter().filter(|p| truth.contains(&p.key())).count() as u64;
     let link_quality = Quality::new(links.len() as u64, link_tp, truth_pairs);
 
-    let sweep = match &scores {
-        Some(candidates) => {
-            let mode = options
-                .sweep_mode
-                .unwrap_or_else(|| auto_mode(candidates, &records));
-            let curve = Curve::new(candidates, &truth, mode, &records);
+    // The curve runs over the candidates; without scores a plot uses the
+    // links themselves, covering thresholds above the one the match used.
+    let (candidates, source) = match &scores {
+        Some(scores) => (scores, "candidate pairs"),
+        None => (&links, "links"),
+    };
+    let mode = match (&scores, options.sweep_mode) {
+        (Some(_), Some(mode)) => mode,
+        (Some(scores), None) => auto_mode(scores, &records),
+        (None, _) => SweepMode::AllPairs,
+    };
+    let curve = (scores.is_some() || options.plot.is_some())
+        .then(|| Curve::new(candidates, &truth, mode, &records));
+
+    let sweep = match (&scores, &curve) {
+        (Some(scores), Some(curve)) => {
             let grid = options
                 .thresholds
-                .unwrap_or_else(|| ThresholdGrid::auto(curve.lowest_score()));
-            Some(curve.sweep(mode, &grid, candidates.len() as u64))
+                .unwrap_or_else(|| ThresholdGrid::auto(curve.lowest));
+            Some(curve.sweep(mode, &grid, scores.len() as u64))
         }
-        None => None,
+        _ => None,
     };
 
-    if let Some(path) = &options.plot {
-        // Without scores the links themselves are the candidates: the curve
-        // then covers thresholds above the one the match run used.
-        let (candidates, mode) = match &scores {
-            Some(candidates) => (
-                candidates,
-                sweep.as_ref().map_or(SweepMode::AllPairs, |s| s.mode),
-            ),
-            None => (&links, SweepMode::AllPairs),
-        };
-        let curve = Curve::new(candidates, &truth, mode, &records);
-        let best = curve.best();
+    if let (Some(path), Some(curve)) = (&options.plot, &curve) {
+        let marked = curve.best().map(|b| b.threshold);
+        let mut histogram = plot::Histogram::new(plot::x_low(curve.lowest, marked));
+        for p in candidates {
+            histogram.add(p.score, truth.contains(&p.key()));
+        }
         let data = plot::PlotData {
-            true_scores: candidates
-                .iter()
-                .filter(|p| truth.contains(&p.pair))
-                .map(|p| p.score)
-                .collect(),
-            false_scores: candidates
-                .iter()
-                .filter(|p| !truth.contains(&p.pair))
-                .map(|p| p.score)
-                .collect(),
+            histogram,
             curve: curve.points(1000),
-            marked: best.map(|b| b.threshold),
-            source: if scores.is_some() {
-                "candidate pairs"
-            } else {
-                "links"
-            },
+            marked,
+            source,
         };
         plot::write_svg(path, &data)?;
     }
@@ -474,22 +470,70 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<Report, EvaluateError> {
     })
 }
 
+/// A fast, non-cryptographic hash (the Fx hash of rustc) for record ids and
+/// pair keys: the inputs are the caller's own files, so hash flooding is no
+/// concern, and the default SipHash dominates the run time on large score
+/// files.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
+type FxHashSet<K> = HashSet<K, FxBuild>;
+
 /// Every record seen, numbered: from the entity file (closed: an unknown
 /// record is an error) or from the files as they are read (open).
 struct Records {
-    index: HashMap<String, HashMap<String, u32>>,
-    site_of: Vec<u32>,
     sites: Vec<String>,
-    ids: Vec<String>,
+    by_site: Vec<FxHashMap<Box<str>, u32>>,
+    site_of: Vec<u32>,
+    ids: Vec<Box<str>>,
     entities: Option<PathBuf>,
 }
 
 impl Records {
     fn open() -> Records {
         Records {
-            index: HashMap::new(),
-            site_of: Vec::new(),
             sites: Vec::new(),
+            by_site: Vec::new(),
+            site_of: Vec::new(),
             ids: Vec::new(),
             entities: None,
         }
@@ -509,28 +553,30 @@ impl Records {
         self.site_of.len()
     }
 
+    fn site_index(&self, site: &str) -> Option<usize> {
+        self.sites.iter().position(|s| s == site)
+    }
+
     fn get(&self, site: &str, id: &str) -> Option<u32> {
-        self.index.get(site)?.get(id).copied()
+        self.by_site[self.site_index(site)?].get(id).copied()
     }
 
     fn insert(&mut self, site: &str, id: &str) -> u32 {
-        if let Some(r) = self.get(site, id) {
-            return r;
-        }
-        let site_index = match self.sites.iter().position(|s| s == site) {
-            Some(i) => i as u32,
+        let s = match self.site_index(site) {
+            Some(s) => s,
             None => {
                 self.sites.push(site.to_owned());
-                (self.sites.len() - 1) as u32
+                self.by_site.push(FxHashMap::default());
+                self.sites.len() - 1
             }
         };
-        let r = self.site_of.len() as u32;
-        self.index
-            .entry(site.to_owned())
-            .or_default()
-            .insert(id.to_owned(), r);
-        self.site_of.push(site_index);
-        self.ids.push(id.to_owned());
+        if let Some(&r) = self.by_site[s].get(id) {
+            return r;
+        }
+        let r = u32::try_from(self.site_of.len()).expect("fewer than 2^32 records");
+        self.by_site[s].insert(id.into(), r);
+        self.site_of.push(s as u32);
+        self.ids.push(id.into());
         r
     }
 
@@ -567,15 +613,47 @@ fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(lo) << 32) | u64::from(hi)
 }
 
-/// A pair from a links or scores file.
+/// A pair from a links or scores file: two record numbers and the score.
 #[derive(Debug, Clone, Copy)]
 struct Scored {
-    pair: u64,
+    a: u32,
+    b: u32,
     score: f32,
 }
 
-fn read_scored_pairs(path: &Path, records: &mut Records) -> Result<Vec<Scored>, EvaluateError> {
-    let (schema, batches, _) = table::read_batches(path)?;
+impl Scored {
+    fn key(&self) -> u64 {
+        pair_key(self.a, self.b)
+    }
+}
+
+/// How hard to look for a pair listed twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duplicates {
+    /// Anywhere in the file (a hash set of every pair).
+    Anywhere,
+    /// On consecutive rows only (files sorted by pair, as pprl match writes them).
+    Adjacent,
+}
+
+/// Rows per batch when streaming a links or scores file.
+const BATCH_ROWS: usize = 64 * 1024;
+
+fn read_scored_pairs(
+    path: &Path,
+    records: &mut Records,
+    duplicates: Duplicates,
+) -> Result<Vec<Scored>, EvaluateError> {
+    let file = std::fs::File::open(path).map_err(|source| TableError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pq_err = |source| TableError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?;
+    let schema = builder.schema().clone();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     for (column, expected) in [
         ("site_a", "Utf8 strings"),
@@ -593,11 +671,22 @@ fn read_scored_pairs(path: &Path, records: &mut Records) -> Result<Vec<Scored>, 
             });
         }
     }
-    let mut out = Vec::new();
-    let mut first_row: HashMap<u64, u64> = HashMap::new();
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let reader = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(pq_err)?;
+
+    let mut out = Vec::with_capacity(rows);
+    let mut first_row: FxHashMap<u64, u64> = FxHashMap::default();
+    let mut previous: Option<u64> = None;
     let mut row0 = 0u64;
-    for batch in &batches {
-        let column = |name: &str| crate::release::string_column(path, batch, name);
+    for batch in reader {
+        let batch = batch.map_err(|source| TableError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let column = |name: &str| crate::release::string_column(path, &batch, name);
         let (site_a, id_a, site_b, id_b) = (
             column("site_a")?,
             column("id_a")?,
@@ -620,56 +709,68 @@ fn read_scored_pairs(path: &Path, records: &mut Records) -> Result<Vec<Scored>, 
             .as_any()
             .downcast_ref::<Float32Array>()
             .ok_or_else(type_error)?;
-        for i in 0..batch.num_rows() {
-            let row = row0 + i as u64 + 1;
-            let at = RowRef::Row(row);
-            for (name, array) in [
-                ("site_a", &site_a),
-                ("id_a", &id_a),
-                ("site_b", &site_b),
-                ("id_b", &id_b),
-            ] {
-                if array.is_null(i) {
-                    return Err(EvaluateError::MissingValue {
-                        path: path.to_path_buf(),
-                        at,
-                        column: name.to_owned(),
-                    });
-                }
-            }
-            if score.is_null(i) {
+        let at = |i: usize| RowRef::Row(row0 + i as u64 + 1);
+        for (name, array) in [
+            ("site_a", &site_a as &dyn Array),
+            ("id_a", &id_a),
+            ("site_b", &site_b),
+            ("id_b", &id_b),
+            ("score", score),
+        ] {
+            if array.null_count() > 0 {
+                let i = (0..array.len()).find(|&i| array.is_null(i)).unwrap_or(0);
                 return Err(EvaluateError::MissingValue {
                     path: path.to_path_buf(),
-                    at,
-                    column: "score".into(),
+                    at: at(i),
+                    column: name.to_owned(),
                 });
             }
+        }
+        let (mut a, mut b) = (0u32, 0u32);
+        for i in 0..batch.num_rows() {
             let s = score.value(i);
             if !(0.0..=1.0).contains(&s) {
                 return Err(EvaluateError::BadScore {
                     path: path.to_path_buf(),
-                    at,
+                    at: at(i),
                     score: s,
                 });
             }
-            let a = records.resolve(path, at, site_a.value(i), id_a.value(i))?;
-            let b = records.resolve(path, at, site_b.value(i), id_b.value(i))?;
+            // Files sorted by (site_a, id_a) repeat a record on many rows in
+            // a row: look it up only when it changes.
+            if i == 0
+                || id_a.value(i) != id_a.value(i - 1)
+                || site_a.value(i) != site_a.value(i - 1)
+            {
+                a = records.resolve(path, at(i), site_a.value(i), id_a.value(i))?;
+            }
+            if i == 0
+                || id_b.value(i) != id_b.value(i - 1)
+                || site_b.value(i) != site_b.value(i - 1)
+            {
+                b = records.resolve(path, at(i), site_b.value(i), id_b.value(i))?;
+            }
             if a == b {
                 return Err(EvaluateError::SelfPair {
                     path: path.to_path_buf(),
-                    at,
+                    at: at(i),
                 });
             }
-            let pair = pair_key(a, b);
-            if let Some(&first) = first_row.get(&pair) {
+            let key = pair_key(a, b);
+            let row = row0 + i as u64 + 1;
+            let first = match duplicates {
+                Duplicates::Anywhere => first_row.insert(key, row),
+                Duplicates::Adjacent => (previous == Some(key)).then(|| row - 1),
+            };
+            if let Some(first) = first {
                 return Err(EvaluateError::DuplicatePair {
                     path: path.to_path_buf(),
-                    at,
+                    at: at(i),
                     first: RowRef::Row(first),
                 });
             }
-            first_row.insert(pair, row);
-            out.push(Scored { pair, score: s });
+            previous = Some(key);
+            out.push(Scored { a, b, score: s });
         }
         row0 += batch.num_rows() as u64;
     }
@@ -681,7 +782,7 @@ fn read_scored_pairs(path: &Path, records: &mut Records) -> Result<Vec<Scored>, 
 fn read_truth_csv(
     path: &Path,
     records: &mut Records,
-) -> Result<(HashSet<u64>, usize), EvaluateError> {
+) -> Result<(FxHashSet<u64>, usize), EvaluateError> {
     let file = std::fs::File::open(path).map_err(|source| EvaluateError::Io {
         path: path.to_path_buf(),
         source,
@@ -737,7 +838,7 @@ fn read_truth_csv(
         None
     };
 
-    let mut truth = HashSet::new();
+    let mut truth = FxHashSet::default();
     let mut found = 0;
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(csv_error)? {
@@ -783,19 +884,19 @@ pub fn febrl_entity(id: &str) -> Option<u64> {
     (valid && digits(n)).then(|| n.parse().ok()).flatten()
 }
 
-fn febrl_truth(entities: &Path, records: &Records) -> Result<HashSet<u64>, EvaluateError> {
-    let mut groups: HashMap<u64, Vec<u32>> = HashMap::new();
+fn febrl_truth(entities: &Path, records: &Records) -> Result<FxHashSet<u64>, EvaluateError> {
+    let mut groups: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
     // Records are numbered in entity-file order, so r + 1 is its row.
     for (r, id) in records.ids.iter().enumerate() {
         let n = febrl_entity(id).ok_or_else(|| EvaluateError::NotFebrlId {
             path: entities.to_path_buf(),
             at: RowRef::Row(r as u64 + 1),
-            id: id.clone(),
+            id: id.to_string(),
         })?;
         groups.entry(n).or_default().push(r as u32);
     }
     let one_site = records.sites.len() == 1;
-    let mut truth = HashSet::new();
+    let mut truth = FxHashSet::default();
     for members in groups.values() {
         for (i, &a) in members.iter().enumerate() {
             for &b in &members[i + 1..] {
@@ -809,16 +910,18 @@ fn febrl_truth(entities: &Path, records: &Records) -> Result<HashSet<u64>, Evalu
 }
 
 fn auto_mode(candidates: &[Scored], records: &Records) -> SweepMode {
-    let mut sites = BTreeSet::new();
+    let mut seen = vec![false; records.sites.len()];
     let mut crossing = true;
     for p in candidates {
-        let (a, b) = ((p.pair >> 32) as usize, (p.pair & 0xFFFF_FFFF) as usize);
-        let (sa, sb) = (records.site_of[a], records.site_of[b]);
+        let (sa, sb) = (
+            records.site_of[p.a as usize] as usize,
+            records.site_of[p.b as usize] as usize,
+        );
         crossing &= sa != sb;
-        sites.insert(sa);
-        sites.insert(sb);
+        seen[sa] = true;
+        seen[sb] = true;
     }
-    if crossing && sites.len() == 2 {
+    if crossing && seen.iter().filter(|&&s| s).count() == 2 {
         SweepMode::OneToOne
     } else {
         SweepMode::AllPairs
@@ -832,8 +935,9 @@ fn auto_mode(candidates: &[Scored], records: &Records) -> SweepMode {
 struct Curve {
     scores: Vec<f32>,
     /// `true_prefix[k]`: true pairs among the first k kept pairs.
-    true_prefix: Vec<u64>,
+    true_prefix: Vec<u32>,
     truth_pairs: u64,
+    /// The lowest candidate score (0 without candidates).
     lowest: f32,
 }
 
@@ -849,31 +953,45 @@ pub(crate) struct CurvePoint {
 impl Curve {
     fn new(
         candidates: &[Scored],
-        truth: &HashSet<u64>,
+        truth: &FxHashSet<u64>,
         mode: SweepMode,
         records: &Records,
     ) -> Curve {
-        let mut order: Vec<usize> = (0..candidates.len()).collect();
-        // Stable: equal scores keep file order, which is (site_a, id_a, site_b, id_b).
-        order.sort_by(|&x, &y| candidates[y].score.total_cmp(&candidates[x].score));
-        let mut linked: HashSet<(u32, u32)> = HashSet::new();
+        // One u64 per candidate: descending score in the high half (scores
+        // are >= 0, so their bits order like their values), file position in
+        // the low half, so ties keep file order, which for pprl's files is
+        // (site_a, id_a, site_b, id_b). The keys are distinct, so the
+        // parallel sort gives the same order at any thread count.
+        let mut order: Vec<u64> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (u64::from(!c.score.to_bits()) << 32) | i as u64)
+            .collect();
+        order.par_sort_unstable();
+        let n_sites = records.sites.len().max(1);
+        // linked[r * n_sites + s]: record r already has a link into site s.
+        let mut linked = if mode == SweepMode::OneToOne {
+            vec![false; records.len() * n_sites]
+        } else {
+            Vec::new()
+        };
         let mut scores = Vec::with_capacity(order.len());
         let mut true_prefix = Vec::with_capacity(order.len() + 1);
-        true_prefix.push(0);
-        for i in order {
-            let p = candidates[i];
+        true_prefix.push(0u32);
+        for key in order {
+            let p = candidates[(key & 0xFFFF_FFFF) as usize];
             if mode == SweepMode::OneToOne {
-                let (a, b) = ((p.pair >> 32) as u32, (p.pair & 0xFFFF_FFFF) as u32);
-                let (sa, sb) = (records.site_of[a as usize], records.site_of[b as usize]);
-                if linked.contains(&(a, sb)) || linked.contains(&(b, sa)) {
+                let (a, b) = (p.a as usize, p.b as usize);
+                let (sa, sb) = (records.site_of[a] as usize, records.site_of[b] as usize);
+                if linked[a * n_sites + sb] || linked[b * n_sites + sa] {
                     continue;
                 }
-                linked.insert((a, sb));
-                linked.insert((b, sa));
+                linked[a * n_sites + sb] = true;
+                linked[b * n_sites + sa] = true;
             }
             scores.push(p.score);
             let last = *true_prefix.last().expect("starts with 0");
-            true_prefix.push(last + u64::from(truth.contains(&p.pair)));
+            true_prefix.push(last + u32::from(truth.contains(&p.key())));
         }
         let lowest = candidates
             .iter()
@@ -887,13 +1005,9 @@ impl Curve {
         }
     }
 
-    fn lowest_score(&self) -> f32 {
-        self.lowest
-    }
-
     /// Quality of the first `k` kept pairs.
     fn quality(&self, k: usize) -> Quality {
-        Quality::new(k as u64, self.true_prefix[k], self.truth_pairs)
+        Quality::new(k as u64, u64::from(self.true_prefix[k]), self.truth_pairs)
     }
 
     /// Kept pairs scoring at least `threshold`.
@@ -1036,19 +1150,22 @@ mod tests {
         let (a1, a2, b1, b2) = (0, 1, 2, 3);
         let cands = [
             Scored {
-                pair: pair_key(a1, b1),
+                a: a1,
+                b: b1,
                 score: 0.9,
             },
             Scored {
-                pair: pair_key(a1, b2),
+                a: a1,
+                b: b2,
                 score: 0.8,
             }, // a1 is taken: dropped in one-to-one
             Scored {
-                pair: pair_key(a2, b2),
+                a: a2,
+                b: b2,
                 score: 0.7,
             },
         ];
-        let truth: HashSet<u64> = [pair_key(a1, b1), pair_key(a2, b2)].into();
+        let truth: FxHashSet<u64> = [pair_key(a1, b1), pair_key(a2, b2)].into_iter().collect();
         let one = Curve::new(&cands, &truth, SweepMode::OneToOne, &r);
         assert_eq!(one.scores, [0.9, 0.7]);
         let best = one.best().unwrap();

@@ -16,12 +16,61 @@ const HEIGHT: u32 = 900;
 /// A curve of the lower chart: its label, colour and value.
 type Series = (&'static str, RGBColor, fn(&CurvePoint) -> f64);
 
+/// Score counts of true matches and non-matches in `BINS` bins from `low` to 1.
+pub(crate) struct Histogram {
+    low: f64,
+    true_bins: Vec<u64>,
+    false_bins: Vec<u64>,
+}
+
+impl Histogram {
+    pub fn new(low: f64) -> Histogram {
+        Histogram {
+            low,
+            true_bins: vec![0; BINS],
+            false_bins: vec![0; BINS],
+        }
+    }
+
+    pub fn add(&mut self, score: f32, is_true: bool) {
+        let width = (1.0 - self.low) / BINS as f64;
+        // The nudge puts an f32 score such as 0.51 (0.50999...) in the bin that starts at 0.51.
+        let bin = ((f64::from(score) - self.low) / width + 1e-4)
+            .floor()
+            .max(0.0) as usize;
+        let bins = if is_true {
+            &mut self.true_bins
+        } else {
+            &mut self.false_bins
+        };
+        bins[bin.min(BINS - 1)] += 1;
+    }
+
+    /// (from, to, count) of each bin.
+    fn bars(&self, is_true: bool) -> Vec<(f64, f64, f64)> {
+        let width = (1.0 - self.low) / BINS as f64;
+        let bins = if is_true {
+            &self.true_bins
+        } else {
+            &self.false_bins
+        };
+        bins.iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                (
+                    self.low + i as f64 * width,
+                    self.low + (i + 1) as f64 * width,
+                    c as f64,
+                )
+            })
+            .collect()
+    }
+}
+
 /// What the picture shows.
 pub(crate) struct PlotData {
-    /// Scores of candidate pairs that are true pairs.
-    pub true_scores: Vec<f32>,
-    /// Scores of candidate pairs that are not.
-    pub false_scores: Vec<f32>,
+    /// Score distribution of the pairs.
+    pub histogram: Histogram,
     /// The precision / recall curve, ascending threshold.
     pub curve: Vec<CurvePoint>,
     /// The threshold to mark (best F1).
@@ -44,37 +93,10 @@ pub(crate) fn write_svg(path: &Path, data: &PlotData) -> Result<(), EvaluateErro
 }
 
 /// The lowest x shown: the lowest score (or marked threshold) rounded down to 0.05.
-fn x_low(data: &PlotData) -> f64 {
-    let lowest = data
-        .true_scores
-        .iter()
-        .chain(&data.false_scores)
-        .copied()
-        .chain(data.marked)
-        .fold(1.0f32, f32::min);
+pub(crate) fn x_low(lowest_score: f32, marked: Option<f32>) -> f64 {
+    let lowest = marked.map_or(lowest_score, |m| m.min(lowest_score));
     let low = (f64::from(lowest) * 20.0).floor() / 20.0;
     low.clamp(0.0, 0.95)
-}
-
-fn histogram(scores: &[f32], low: f64) -> Vec<(f64, f64, f64)> {
-    let width = (1.0 - low) / BINS as f64;
-    let mut counts = vec![0u64; BINS];
-    for &s in scores {
-        // The nudge puts an f32 score such as 0.51 (0.50999...) in the bin that starts at 0.51.
-        let bin = ((f64::from(s) - low) / width + 1e-4).floor().max(0.0) as usize;
-        counts[bin.min(BINS - 1)] += 1;
-    }
-    counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            (
-                low + i as f64 * width,
-                low + (i + 1) as f64 * width,
-                c as f64,
-            )
-        })
-        .collect()
 }
 
 fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Error>> {
@@ -85,10 +107,10 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
     let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
-    let low = x_low(data);
-
-    let true_bins = histogram(&data.true_scores, low);
-    let false_bins = histogram(&data.false_scores, low);
+    let low = data.histogram.low;
+    let true_bins = data.histogram.bars(true);
+    let false_bins = data.histogram.bars(false);
+    let count = |bins: &[u64]| bins.iter().sum::<u64>();
     let y_max = true_bins
         .iter()
         .chain(&false_bins)
@@ -100,8 +122,8 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
             format!(
                 "Scores of {}: {} true matches, {} non-matches",
                 data.source,
-                data.true_scores.len(),
-                data.false_scores.len()
+                count(&data.histogram.true_bins),
+                count(&data.histogram.false_bins)
             ),
             ("sans-serif", 20),
         )
@@ -208,11 +230,21 @@ mod tests {
 
     #[test]
     fn histogram_counts_every_score_once() {
-        let scores = [0.5f32, 0.51, 0.99, 1.0, 1.0];
-        let bins = histogram(&scores, 0.5);
-        assert_eq!(bins.len(), BINS);
-        assert_eq!(bins.iter().map(|b| b.2).sum::<f64>(), 5.0);
-        assert_eq!(bins[BINS - 1].2, 3.0); // 0.99 and both 1.0
-        assert_eq!(bins[0].2, 1.0);
+        let mut h = Histogram::new(0.5);
+        for (score, is_true) in [
+            (0.5f32, false),
+            (0.51, false),
+            (0.99, true),
+            (1.0, true),
+            (1.0, true),
+        ] {
+            h.add(score, is_true);
+        }
+        assert_eq!(h.false_bins.iter().sum::<u64>(), 2);
+        assert_eq!(h.true_bins.iter().sum::<u64>(), 3);
+        assert_eq!(h.true_bins[BINS - 1], 3); // 0.99 and both 1.0
+        assert_eq!((h.false_bins[0], h.false_bins[1]), (1, 1));
+        assert_eq!(x_low(0.51, Some(0.8)), 0.5);
+        assert_eq!(x_low(0.99, None), 0.95);
     }
 }

@@ -115,8 +115,16 @@ pub enum ClkFileError {
 /// [`ClkFileError`] naming the path.
 pub fn write_parquet(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
     let bytes = file.filter_bytes();
-    assert_eq!(file.clks.len(), file.ids.len() * bytes, "clks and ids disagree");
-    assert_eq!(file.popcounts.len(), file.ids.len(), "popcounts and ids disagree");
+    assert_eq!(
+        file.clks.len(),
+        file.ids.len() * bytes,
+        "clks and ids disagree"
+    );
+    assert_eq!(
+        file.popcounts.len(),
+        file.ids.len(),
+        "popcounts and ids disagree"
+    );
     let schema = Arc::new(clk_schema(bytes));
     let clk = FixedSizeBinaryArray::try_new(bytes as i32, Buffer::from(file.clks.clone()), None)
         .expect("clk length checked above");
@@ -162,9 +170,11 @@ pub fn clk_schema(bytes: usize) -> Schema {
 /// # Errors
 /// [`ClkFileError::Io`] naming the path.
 pub fn write_clkhash_json(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
-    let clks: Vec<String> = (0..file.len()).map(|i| BASE64.encode(file.clk(i))).collect();
-    let text = serde_json::to_string(&serde_json::json!({ "clks": clks }))
-        .expect("strings serialise");
+    let clks: Vec<String> = (0..file.len())
+        .map(|i| BASE64.encode(file.clk(i)))
+        .collect();
+    let text =
+        serde_json::to_string(&serde_json::json!({ "clks": clks })).expect("strings serialise");
     atomic::write_all(path, text.as_bytes()).map_err(|source| ClkFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -204,7 +214,10 @@ fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
             .map(|f| f.data_type().clone())
             .map_err(|_| {
                 let found: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                not_pprl(format!("no column `{name}` (columns: {})", found.join(", ")))
+                not_pprl(format!(
+                    "no column `{name}` (columns: {})",
+                    found.join(", ")
+                ))
             })
     };
     let bytes = match column_type("clk")? {
@@ -381,7 +394,10 @@ mod tests {
         .unwrap();
         table::write_batch(&path, &batch, &[]).unwrap();
         let err = read(&path, None).unwrap_err().to_string();
-        assert!(err.contains("not a pprl encoding") && err.contains("no column `clk`"), "{err}");
+        assert!(
+            err.contains("not a pprl encoding") && err.contains("no column `clk`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -168,12 +168,19 @@ mod tests {
 
     /// Febrl4 as `(N of rec-N-..., values in schema order)`.
     fn febrl(name: &str, schema: &Schema) -> Vec<(String, Vec<Option<String>>)> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name);
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_path(path)
             .unwrap();
-        let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
         let columns: Vec<Option<usize>> = schema
             .features()
             .iter()
@@ -223,7 +230,11 @@ mod tests {
             for (j, y) in b.iter().enumerate() {
                 let common: u32 = x.iter().zip(y).map(|(p, q)| (p & q).count_ones()).sum();
                 let total = pop_a[i] + pop_b[j];
-                let dice = if total == 0 { 0.0 } else { 2.0 * f64::from(common) / f64::from(total) };
+                let dice = if total == 0 {
+                    0.0
+                } else {
+                    2.0 * f64::from(common) / f64::from(total)
+                };
                 if dice >= threshold {
                     candidates.push((dice, i, j));
                 }
@@ -242,7 +253,10 @@ mod tests {
             links += 1;
             correct += usize::from(ids_a[i] == ids_b[j]);
         }
-        (correct as f64 / links.max(1) as f64, correct as f64 / a.len() as f64)
+        (
+            correct as f64 / links.max(1) as f64,
+            correct as f64 / a.len() as f64,
+        )
     }
 
     #[test]

@@ -423,7 +423,9 @@ impl Schema {
         for (index, salt) in salts.into_iter().enumerate() {
             let Some(salt) = salt else { continue };
             let identifier = features[index].identifier.clone();
-            let Some(source) = features.iter().position(|f| f.identifier == salt.identifier)
+            let Some(source) = features
+                .iter()
+                .position(|f| f.identifier == salt.identifier)
             else {
                 return Err(feature_error(
                     index,
@@ -487,7 +489,9 @@ impl Schema {
                             index,
                             &feature.identifier,
                             "hashing.hash",
-                            format!("blakeHash takes keys of at most 64 bytes, but clkConfig.kdf.keySize is {key_size}"),
+                            format!(
+                                "blakeHash takes keys of at most 64 bytes, but clkConfig.kdf.keySize is {key_size}"
+                            ),
                         ));
                     }
                 }
@@ -497,7 +501,10 @@ impl Schema {
                             index,
                             &feature.identifier,
                             "hashing.hash",
-                            format!("blake3 needs a filter of at least 8 bits, but l is {}", config.l),
+                            format!(
+                                "blake3 needs a filter of at least 8 bits, but l is {}",
+                                config.l
+                            ),
                         ));
                     }
                     if let Kdf::Hkdf { key_size, .. } = config.kdf
@@ -507,7 +514,9 @@ impl Schema {
                             index,
                             &feature.identifier,
                             "hashing.hash",
-                            format!("blake3 needs 32-byte keys, but clkConfig.kdf.keySize is {key_size}"),
+                            format!(
+                                "blake3 needs 32-byte keys, but clkConfig.kdf.keySize is {key_size}"
+                            ),
                         ));
                     }
                 }
@@ -515,10 +524,11 @@ impl Schema {
             }
         }
         if let Kdf::Hkdf { hash, key_size, .. } = &config.kdf {
-            let max = 255 * match hash {
-                HkdfHash::Sha256 => 32,
-                HkdfHash::Sha512 => 64,
-            };
+            let max = 255
+                * match hash {
+                    HkdfHash::Sha256 => 32,
+                    HkdfHash::Sha512 => 64,
+                };
             let needed = 2 * features.len() * key_size;
             if needed > max {
                 return Err(SchemaError::Config {
@@ -1002,7 +1012,10 @@ fn validate_config(raw: &RawClkConfig) -> Result<Config, SchemaError> {
         (a, b) => a.or(b).unwrap_or(0),
     };
     if raw.l == 0 {
-        return Err(config_error("l", "expected a filter length of at least 1 bit".to_owned()));
+        return Err(config_error(
+            "l",
+            "expected a filter length of at least 1 bit".to_owned(),
+        ));
     }
     if xor_folds > 20 || (raw.l << xor_folds) > MAX_HASH_BITS {
         return Err(config_error(
@@ -1037,15 +1050,16 @@ fn validate_config(raw: &RawClkConfig) -> Result<Config, SchemaError> {
                     format!("expected a key size from 1 to 1024 bytes, found {key_size}"),
                 ));
             }
-            let decode = |key: &str, text: &Option<String>| -> Result<Option<Vec<u8>>, SchemaError> {
-                text.as_deref()
-                    .map(|t| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(t)
-                            .map_err(|e| config_error(key, format!("expected base64: {e}")))
-                    })
-                    .transpose()
-            };
+            let decode =
+                |key: &str, text: &Option<String>| -> Result<Option<Vec<u8>>, SchemaError> {
+                    text.as_deref()
+                        .map(|t| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(t)
+                                .map_err(|e| config_error(key, format!("expected base64: {e}")))
+                        })
+                        .transpose()
+                };
             Kdf::Hkdf {
                 hash,
                 key_size: key_size as usize,
@@ -1115,38 +1129,49 @@ fn validate_feature(
     })?;
     let id = raw.identifier.clone();
     if id.is_empty() {
-        return Err(feature_error(index, &id, "identifier", "expected a non-empty identifier".to_owned()));
+        return Err(feature_error(
+            index,
+            &id,
+            "identifier",
+            "expected a non-empty identifier".to_owned(),
+        ));
     }
     let err = |key: &str, message: String| feature_error(index, &id, key, message);
-    match raw.ignored {
-        Some(true) => {
-            for (present, key) in [
-                (raw.format.is_some(), "format"),
-                (raw.hashing.is_some(), "hashing"),
-                (raw.normalize.is_some(), "normalize"),
-                (raw.on_invalid.is_some(), "onInvalid"),
-            ] {
-                if present {
-                    return Err(err(key, "an ignored feature takes no format, hashing or normalize".to_owned()));
-                }
+    if raw.ignored == Some(true) {
+        for (present, key) in [
+            (raw.format.is_some(), "format"),
+            (raw.hashing.is_some(), "hashing"),
+            (raw.normalize.is_some(), "normalize"),
+            (raw.on_invalid.is_some(), "onInvalid"),
+        ] {
+            if present {
+                return Err(err(
+                    key,
+                    "an ignored feature takes no format, hashing or normalize".to_owned(),
+                ));
             }
-            return Ok((
-                Feature {
-                    identifier: raw.identifier,
-                    description: raw.description,
-                    spec: None,
-                },
-                None,
-            ));
         }
-        Some(false) | None => {}
+        return Ok((
+            Feature {
+                identifier: raw.identifier,
+                description: raw.description,
+                spec: None,
+            },
+            None,
+        ));
     }
-    let format_value = raw
-        .format
-        .ok_or_else(|| err("format", "missing: a feature that is not ignored needs a format".to_owned()))?;
-    let hashing_value = raw
-        .hashing
-        .ok_or_else(|| err("hashing", "missing: a feature that is not ignored needs hashing".to_owned()))?;
+    let format_value = raw.format.ok_or_else(|| {
+        err(
+            "format",
+            "missing: a feature that is not ignored needs a format".to_owned(),
+        )
+    })?;
+    let hashing_value = raw.hashing.ok_or_else(|| {
+        err(
+            "hashing",
+            "missing: a feature that is not ignored needs hashing".to_owned(),
+        )
+    })?;
     let normalize = match raw.normalize {
         None => None,
         Some(v) => {
@@ -1174,7 +1199,10 @@ fn validate_feature(
     let comparison = match parse_part(index, &id, "hashing.comparison", hashing.comparison)? {
         RawComparison::Ngram { n, positional } => {
             if !(0..=64).contains(&n) {
-                return Err(err("hashing.comparison.n", format!("expected n from 0 to 64, found {n}")));
+                return Err(err(
+                    "hashing.comparison.n",
+                    format!("expected n from 0 to 64, found {n}"),
+                ));
             }
             Comparison::Ngram {
                 n: n as usize,
@@ -1206,7 +1234,8 @@ fn validate_feature(
                     format!("expected an integer from 0 to 18, found {fractional_precision}"),
                 ));
             }
-            let scaled = (threshold_distance * 10f64.powi(fractional_precision as i32)).round_ties_even();
+            let scaled =
+                (threshold_distance * 10f64.powi(fractional_precision as i32)).round_ties_even();
             if scaled == 0.0 || scaled >= 1e30 {
                 return Err(err(
                     "hashing.comparison.thresholdDistance",
@@ -1238,19 +1267,27 @@ fn validate_feature(
             ));
         }
         _ => {
-            return Err(err("hashing.strategy", "expected a positive number of bits".to_owned()));
+            return Err(err(
+                "hashing.strategy",
+                "expected a positive number of bits".to_owned(),
+            ));
         }
     };
     if let Strategy::BitsPerToken(k) | Strategy::BitsPerFeature(k) = strategy
         && k > 1_000_000
     {
-        return Err(err("hashing.strategy", format!("expected at most 1000000 bits, found {k}")));
+        return Err(err(
+            "hashing.strategy",
+            format!("expected at most 1000000 bits, found {k}"),
+        ));
     }
     let hash = match hashing.hash {
         None => HashKind::Blake2b,
         Some(v) => match parse_part(index, &id, "hashing.hash", v)? {
             RawHash::BlakeHash {} => HashKind::Blake2b,
-            RawHash::DoubleHash { prevent_singularity } => HashKind::DoubleHash {
+            RawHash::DoubleHash {
+                prevent_singularity,
+            } => HashKind::DoubleHash {
                 prevent_singularity: prevent_singularity.unwrap_or(false),
             },
             RawHash::Blake3 {} => HashKind::Blake3,
@@ -1312,7 +1349,9 @@ fn validate_format(
                 Some(other) => {
                     return Err(err(
                         "format.encoding",
-                        format!("expected \"ascii\", \"utf-8\", \"utf-16\" or \"utf-32\", found {other:?}"),
+                        format!(
+                            "expected \"ascii\", \"utf-8\", \"utf-16\" or \"utf-32\", found {other:?}"
+                        ),
                     ));
                 }
             };
@@ -1328,7 +1367,10 @@ fn validate_format(
                 }
             };
             if max_length == Some(0) {
-                return Err(err("format.maxLength", "expected a positive length".to_owned()));
+                return Err(err(
+                    "format.maxLength",
+                    "expected a positive length".to_owned(),
+                ));
             }
             let pattern = match pattern {
                 None => None,
@@ -1336,11 +1378,16 @@ fn validate_format(
                     if case != Case::Mixed || min_length.is_some() || max_length.is_some() {
                         return Err(err(
                             "format.pattern",
-                            "a pattern cannot be combined with case, minLength or maxLength".to_owned(),
+                            "a pattern cannot be combined with case, minLength or maxLength"
+                                .to_owned(),
                         ));
                     }
-                    let regex = regex::Regex::new(&format!("\\A(?:{source})\\z"))
-                        .map_err(|e| err("format.pattern", format!("expected a regular expression: {e}")))?;
+                    let regex = regex::Regex::new(&format!("\\A(?:{source})\\z")).map_err(|e| {
+                        err(
+                            "format.pattern",
+                            format!("expected a regular expression: {e}"),
+                        )
+                    })?;
                     Some(Pattern { source, regex })
                 }
             };
@@ -1365,14 +1412,21 @@ fn validate_format(
             accepted_formats,
             description,
         } => {
-            let format = DateFormat::new(&format)
-                .map_err(|e| err("format.format", format!("expected a strptime date format: {e}")))?;
+            let format = DateFormat::new(&format).map_err(|e| {
+                err(
+                    "format.format",
+                    format!("expected a strptime date format: {e}"),
+                )
+            })?;
             let accepted = accepted_formats
                 .unwrap_or_default()
                 .iter()
                 .map(|f| {
                     DateFormat::new(f).map_err(|e| {
-                        err("format.acceptedFormats", format!("expected strptime date formats: {f:?}: {e}"))
+                        err(
+                            "format.acceptedFormats",
+                            format!("expected strptime date formats: {f:?}: {e}"),
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -1383,7 +1437,10 @@ fn validate_format(
             description,
         } => {
             if values.is_empty() {
-                return Err(err("format.values", "expected at least one value".to_owned()));
+                return Err(err(
+                    "format.values",
+                    "expected at least one value".to_owned(),
+                ));
             }
             (Format::Enum { values }, description)
         }
@@ -1404,7 +1461,9 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(name),
         )
         .unwrap()
     }
@@ -1419,7 +1478,13 @@ mod tests {
         assert_eq!(s.filter_bytes(), 128);
         let spec = s.features()[1].spec().unwrap();
         assert_eq!(spec.hash, HashKind::Blake2b);
-        assert_eq!(spec.comparison, Comparison::Ngram { n: 2, positional: false });
+        assert_eq!(
+            spec.comparison,
+            Comparison::Ngram {
+                n: 2,
+                positional: false
+            }
+        );
         assert_eq!(
             s.kdf(),
             &Kdf::Hkdf {
@@ -1434,7 +1499,10 @@ mod tests {
 
     #[test]
     fn reads_the_reference_schemas() {
-        for name in ["clkhash_v3_blake.schema.json", "clkhash_v3_doublehash.schema.json"] {
+        for name in [
+            "clkhash_v3_blake.schema.json",
+            "clkhash_v3_doublehash.schema.json",
+        ] {
             let s = Schema::from_json(&fixture(name)).unwrap();
             assert_eq!(s.features().len(), 11, "{name}");
             assert_eq!(s.filter_bits(), 1024);
@@ -1443,7 +1511,10 @@ mod tests {
             let case: Value = serde_json::from_str(line).unwrap();
             let s = Schema::from_json(&case["schema"].to_string())
                 .unwrap_or_else(|e| panic!("case {i}: {e}"));
-            assert_eq!(s.filter_bits() as u64, case["schema"]["clkConfig"]["l"].as_u64().unwrap());
+            assert_eq!(
+                s.filter_bits() as u64,
+                case["schema"]["clkConfig"]["l"].as_u64().unwrap()
+            );
         }
     }
 
@@ -1461,15 +1532,19 @@ mod tests {
         .unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 64);
-        let c = Schema::from_json(&MINIMAL.replace("\"bitsPerToken\": 20", "\"bitsPerToken\": 21")).unwrap();
+        let c = Schema::from_json(&MINIMAL.replace("\"bitsPerToken\": 20", "\"bitsPerToken\": 21"))
+            .unwrap();
         assert_ne!(a.fingerprint(), c.fingerprint());
         assert!(!a.canonical_json().contains(' '));
     }
 
     #[test]
     fn accepts_both_spellings_of_xor_folds() {
-        let a = Schema::from_json(&MINIMAL.replace("\"l\": 1024,", "\"l\": 512, \"xor_folds\": 1,")).unwrap();
-        let b = Schema::from_json(&MINIMAL.replace("\"l\": 1024,", "\"l\": 512, \"xorFolds\": 1,")).unwrap();
+        let a =
+            Schema::from_json(&MINIMAL.replace("\"l\": 1024,", "\"l\": 512, \"xor_folds\": 1,"))
+                .unwrap();
+        let b = Schema::from_json(&MINIMAL.replace("\"l\": 1024,", "\"l\": 512, \"xorFolds\": 1,"))
+            .unwrap();
         assert_eq!(a.xor_folds(), 1);
         assert_eq!(a.hash_bits(), 1024);
         assert_eq!(a.fingerprint(), b.fingerprint());
@@ -1486,20 +1561,36 @@ mod tests {
         assert!(e.contains("hashing.strategy"), "{e}");
         assert!(e.contains("bitsPerTokn"), "{e}");
         let e = error_of(&MINIMAL.replace("\"ngram\", \"n\": 2", "\"ngrams\", \"n\": 2"));
-        assert!(e.contains("hashing.comparison") && e.contains("ngrams") && e.contains("`exact`"), "{e}");
+        assert!(
+            e.contains("hashing.comparison") && e.contains("ngrams") && e.contains("`exact`"),
+            "{e}"
+        );
         let e = error_of(&MINIMAL.replace("\"n\": 2", "\"n\": \"two\""));
-        assert!(e.contains("hashing.comparison") && e.contains("expected i64"), "{e}");
-        let e = error_of(&MINIMAL.replace("\"format\": {\"type\": \"string\"}", "\"format\": {\"type\": \"string\", \"cas\": \"lower\"}"));
+        assert!(
+            e.contains("hashing.comparison") && e.contains("expected i64"),
+            "{e}"
+        );
+        let e = error_of(&MINIMAL.replace(
+            "\"format\": {\"type\": \"string\"}",
+            "\"format\": {\"type\": \"string\", \"cas\": \"lower\"}",
+        ));
         assert!(e.contains("key `format`") && e.contains("cas"), "{e}");
         let e = error_of(&MINIMAL.replace("\"version\": 3", "\"version\": 2"));
         assert!(e.contains("version 2 is not supported"), "{e}");
         let e = error_of(&MINIMAL.replace("\"l\": 1024", "\"l\": 1024, \"lenght\": 3"));
         assert!(e.contains("lenght") && e.contains("line 2"), "{e}");
-        let e = error_of(&MINIMAL.replace("\"identifier\": \"name\", \"format\"", "\"identifier\": \"name\", \"formt\": 1, \"format\""));
-        assert!(e.contains("feature 1 (`name`)") && e.contains("formt"), "{e}");
+        let e = error_of(&MINIMAL.replace(
+            "\"identifier\": \"name\", \"format\"",
+            "\"identifier\": \"name\", \"formt\": 1, \"format\"",
+        ));
+        assert!(
+            e.contains("feature 1 (`name`)") && e.contains("formt"),
+            "{e}"
+        );
         let e = error_of("{\"version\": 3,\n  \"clkConfig\": }");
         assert!(e.contains("line 2"), "{e}");
-        let e = error_of(&MINIMAL.replace("\"id\", \"ignored\": true", "\"name\", \"ignored\": true"));
+        let e =
+            error_of(&MINIMAL.replace("\"id\", \"ignored\": true", "\"name\", \"ignored\": true"));
         assert!(e.contains("duplicate identifier"), "{e}");
         let e = error_of(&MINIMAL.replace("\"l\": 1024", "\"l\": 1000"));
         assert!(e.contains("power of two"), "{e}");
@@ -1507,10 +1598,19 @@ mod tests {
             "\"strategy\": {\"bitsPerToken\": 20}",
             "\"strategy\": {\"bitsPerToken\": 20}, \"salt\": {\"identifier\": \"dob\"}",
         ));
-        assert!(e.contains("hashing.salt.identifier") && e.contains("dob"), "{e}");
-        let e = error_of(&MINIMAL.replace("{\"type\": \"HKDF\"}", "{\"type\": \"HKDF\", \"salt\": \"not base64!\"}"));
+        assert!(
+            e.contains("hashing.salt.identifier") && e.contains("dob"),
+            "{e}"
+        );
+        let e = error_of(&MINIMAL.replace(
+            "{\"type\": \"HKDF\"}",
+            "{\"type\": \"HKDF\", \"salt\": \"not base64!\"}",
+        ));
         assert!(e.contains("kdf.salt") && e.contains("base64"), "{e}");
-        let e = error_of(&MINIMAL.replace("{\"type\": \"string\"}", "{\"type\": \"date\", \"format\": \"%d/%q\"}"));
+        let e = error_of(&MINIMAL.replace(
+            "{\"type\": \"string\"}",
+            "{\"type\": \"date\", \"format\": \"%d/%q\"}",
+        ));
         assert!(e.contains("format.format") && e.contains("%q"), "{e}");
     }
 
@@ -1557,6 +1657,9 @@ mod tests {
         assert!(!s.identifying_columns().contains(&"rec_id"));
         assert!(s.features().iter().all(|f| f.description().is_some()));
         let summary = s.summary();
-        assert!(summary.contains("given_name") && summary.contains(&s.fingerprint()), "{summary}");
+        assert!(
+            summary.contains("given_name") && summary.contains(&s.fingerprint()),
+            "{summary}"
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! Integration tests: one test binary, one module per feature.
 
-mod clkhash;
-mod util;
-mod encode;
-mod schema_cli;
-mod release;
-mod evaluate;
 mod block;
+mod clkhash;
+mod encode;
+mod evaluate;
+mod release;
+mod schema_cli;
+mod util;

@@ -238,7 +238,10 @@ fn split_refuses_a_malformed_entity_file() {
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("row 2") && err.contains("-3 is not an entity id"), "{err}");
+    assert!(
+        err.contains("row 2") && err.contains("-3 is not an entity id"),
+        "{err}"
+    );
     assert!(!dir.path().join("maps").exists());
 }
 
