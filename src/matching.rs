@@ -14,7 +14,6 @@
 //! Sites are ordered by name before anything else, so neither the order of the
 //! files on the command line nor the number of threads changes the result.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -383,11 +382,12 @@ pub fn match_files(
         MatchMode::MultiParty => solve::greedy_clusters(&sizes, &accepted),
     };
 
-    let links = sorted_links(&sites, solution.links.iter().map(|&i| &accepted[i]));
+    let ranks = id_ranks(&sites);
+    let links = sorted_links(&ranks, solution.links.iter().map(|&i| &accepted[i]));
     let scores = options
         .min_score
-        .map(|_| sorted_links(&sites, scored.iter()));
-    let entities = numbered_entities(&sites, &solution.entity);
+        .map(|_| sorted_links(&ranks, scored.iter()));
+    let entities = numbered_entities(&ranks, &solution.entity);
     let summary = MatchSummary {
         mode,
         kernel: Kernel::best(),
@@ -505,44 +505,58 @@ fn scored_pair(c: &Candidate, site_a: u32, site_b: u32) -> ScoredPair {
     }
 }
 
-/// Orders records by (site name, id): sites are sorted by name already.
-fn record_cmp(sites: &[Site], x: RecordRef, y: RecordRef) -> Ordering {
-    x.site.cmp(&y.site).then_with(|| {
-        sites[x.site as usize].ids[x.record as usize]
-            .cmp(&sites[y.site as usize].ids[y.record as usize])
-    })
+/// Each record's position in its site when sorted by id; with sites sorted by
+/// name, `(site, rank)` orders records by (site name, id) with integer compares.
+fn id_ranks(sites: &[Site]) -> Vec<Vec<u32>> {
+    sites
+        .iter()
+        .map(|site| {
+            let mut order: Vec<u32> = (0..site.ids.len() as u32).collect();
+            order.sort_unstable_by(|&x, &y| site.ids[x as usize].cmp(&site.ids[y as usize]));
+            let mut rank = vec![0u32; order.len()];
+            for (position, &record) in order.iter().enumerate() {
+                rank[record as usize] = position as u32;
+            }
+            rank
+        })
+        .collect()
 }
 
-fn sorted_links<'a>(sites: &[Site], pairs: impl Iterator<Item = &'a ScoredPair>) -> Vec<Link> {
+/// The (site name, id) order of a record as one integer.
+fn key(ranks: &[Vec<u32>], r: RecordRef) -> u64 {
+    (u64::from(r.site) << 32) | u64::from(ranks[r.site as usize][r.record as usize])
+}
+
+fn sorted_links<'a>(ranks: &[Vec<u32>], pairs: impl Iterator<Item = &'a ScoredPair>) -> Vec<Link> {
     let mut links: Vec<Link> = pairs
         .map(|p| {
-            if record_cmp(sites, p.a, p.b) == Ordering::Greater {
-                Link {
-                    a: p.b,
-                    b: p.a,
-                    score: p.score,
-                }
+            let (a, b) = if key(ranks, p.a) > key(ranks, p.b) {
+                (p.b, p.a)
             } else {
-                Link {
-                    a: p.a,
-                    b: p.b,
-                    score: p.score,
-                }
+                (p.a, p.b)
+            };
+            Link {
+                a,
+                b,
+                score: p.score,
             }
         })
         .collect();
-    links.sort_by(|x, y| record_cmp(sites, x.a, y.a).then_with(|| record_cmp(sites, x.b, y.b)));
+    // Keys are unique per pair, so an unstable sort is deterministic.
+    links.sort_unstable_by_key(|l| (key(ranks, l.a), key(ranks, l.b)));
     links
 }
 
 /// Renumbers the solver's entities in order of the smallest (site, id) they
 /// hold and lists `(entity_id, record)` sorted by (entity_id, site, id).
-fn numbered_entities(sites: &[Site], entity: &[Vec<u32>]) -> Vec<(u64, RecordRef)> {
+fn numbered_entities(ranks: &[Vec<u32>], entity: &[Vec<u32>]) -> Vec<(u64, RecordRef)> {
     let mut records: Vec<RecordRef> = Vec::with_capacity(entity.iter().map(Vec::len).sum());
-    for (s, site) in sites.iter().enumerate() {
-        let mut order: Vec<u32> = (0..site.ids.len() as u32).collect();
-        order.sort_by(|&x, &y| site.ids[x as usize].cmp(&site.ids[y as usize]));
-        records.extend(order.into_iter().map(|r| RecordRef::new(s as u32, r)));
+    for (s, rank) in ranks.iter().enumerate() {
+        let mut by_rank = vec![0u32; rank.len()];
+        for (record, &r) in rank.iter().enumerate() {
+            by_rank[r as usize] = record as u32;
+        }
+        records.extend(by_rank.into_iter().map(|r| RecordRef::new(s as u32, r)));
     }
     // `records` is now in (site, id) order: the first time an entity is seen
     // is at its smallest record.
@@ -612,23 +626,35 @@ fn write_all(
         metadata.push((clk_file::keys::SCHEMA_FINGERPRINT, fp.as_str()));
     }
 
-    let mut pending: Vec<(PathBuf, RecordBatch)> = vec![
-        (
-            out_dir.join(LINKS_FILE),
-            links_batch(outcome, &outcome.links),
-        ),
-        (out_dir.join(ENTITIES_FILE), entities_batch(outcome)),
-    ];
+    let mut written = vec![(
+        out_dir.join(LINKS_FILE),
+        write_parquet(
+            &out_dir.join(LINKS_FILE),
+            &metadata,
+            chunks(&outcome.links).map(|c| links_batch(outcome, c)),
+        )?,
+    )];
+    written.push((
+        out_dir.join(ENTITIES_FILE),
+        write_parquet(
+            &out_dir.join(ENTITIES_FILE),
+            &metadata,
+            chunks(&outcome.entities).map(|c| entities_batch(outcome, c)),
+        )?,
+    ));
     if let (Some(path), Some(scores)) = (scores_path, &outcome.scores) {
-        pending.push((path.to_path_buf(), links_batch(outcome, scores)));
-    }
-    let mut written = Vec::with_capacity(pending.len());
-    for (path, batch) in &pending {
-        written.push(write_parquet(path, batch, &metadata)?);
+        written.push((
+            path.to_path_buf(),
+            write_parquet(
+                path,
+                &metadata,
+                chunks(scores).map(|c| links_batch(outcome, c)),
+            )?,
+        ));
     }
     // Every file is complete: now rename them all.
-    let mut paths = Vec::with_capacity(pending.len());
-    for (file, (path, _)) in written.into_iter().zip(pending) {
+    let mut paths = Vec::with_capacity(written.len());
+    for (path, file) in written {
         file.commit().map_err(|source| MatchError::Write {
             path: path.clone(),
             source,
@@ -638,10 +664,23 @@ fn write_all(
     Ok(paths)
 }
 
+/// Rows per record batch written, so that the strings of a large scores file
+/// are never all in memory at once.
+const BATCH_ROWS: usize = 1 << 20;
+
+/// `rows` in slices of [`BATCH_ROWS`]; one empty slice when there are none,
+/// so that an empty table still gets its schema.
+fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let empty = rows.is_empty().then_some(rows);
+    rows.chunks(BATCH_ROWS).chain(empty)
+}
+
+/// Writes `batches` (at least one) into a temporary file for `path`; the
+/// caller commits it.
 fn write_parquet(
     path: &Path,
-    batch: &RecordBatch,
     metadata: &[(&str, &str)],
+    batches: impl Iterator<Item = RecordBatch>,
 ) -> Result<AtomicFile, MatchError> {
     let io_err = |source| MatchError::Write {
         path: path.to_path_buf(),
@@ -653,14 +692,27 @@ fn write_parquet(
     };
     let mut out = AtomicFile::create(path).map_err(io_err)?;
     let file: File = out.file().try_clone().map_err(io_err)?;
-    let mut writer = ArrowWriter::try_new(
-        file,
-        batch.schema(),
-        Some(table::writer_properties(metadata)),
-    )
-    .map_err(pq_err)?;
-    writer.write(batch).map_err(pq_err)?;
-    writer.close().map_err(pq_err)?;
+    let mut batches = batches.peekable();
+    let mut writer: Option<ArrowWriter<File>> = None;
+    let mut file = Some(file);
+    while let Some(batch) = batches.next() {
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(
+                ArrowWriter::try_new(
+                    file.take().expect("one writer"),
+                    batch.schema(),
+                    Some(table::writer_properties(metadata)),
+                )
+                .map_err(pq_err)?,
+            ),
+        };
+        w.write(&batch).map_err(pq_err)?;
+    }
+    writer
+        .expect("at least one batch")
+        .close()
+        .map_err(pq_err)?;
     Ok(out)
 }
 
@@ -689,22 +741,18 @@ fn links_batch(outcome: &MatchOutcome, links: &[Link]) -> RecordBatch {
     .expect("columns match the schema")
 }
 
-fn entities_batch(outcome: &MatchOutcome) -> RecordBatch {
+fn entities_batch(outcome: &MatchOutcome, entities: &[(u64, RecordRef)]) -> RecordBatch {
     let schema = Schema::new(vec![
         Field::new("entity_id", DataType::Int64, false),
         Field::new("site", DataType::Utf8, false),
         Field::new("id", DataType::Utf8, false),
     ]);
-    let rows: Vec<(&str, &str)> = outcome
-        .entities
-        .iter()
-        .map(|&(_, r)| outcome.record(r))
-        .collect();
+    let rows: Vec<(&str, &str)> = entities.iter().map(|&(_, r)| outcome.record(r)).collect();
     RecordBatch::try_new(
         Arc::new(schema),
         vec![
             Arc::new(Int64Array::from_iter_values(
-                outcome.entities.iter().map(|&(e, _)| e as i64),
+                entities.iter().map(|&(e, _)| e as i64),
             )),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),

@@ -95,12 +95,13 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     let summary = match pprl::release::release(&options) {
         Ok(summary) => summary,
         Err(ReleaseError::IdentifyingColumns { path, columns }) => bail!(
-            "refusing to release {}: its columns {} are identifying (the linkage schema {} encodes them). \
-             Remove them from the payload or leave them out with --drop-column NAME; release one only if \
-             the data-sharing agreement allows it, with --include-identifying-column NAME",
+            "refusing to release {}: it has columns that the linkage schema {} encodes as \
+             identifying: {}. Remove them from the payload or leave them out with --drop-column NAME; \
+             release one only if the data-sharing agreement allows it, with \
+             --include-identifying-column NAME",
             path.display(),
-            columns.join(", "),
-            args.schema.display()
+            args.schema.display(),
+            columns.join(", ")
         ),
         Err(err) => {
             return Err(anyhow::Error::new(err)

@@ -21,7 +21,7 @@ use hmac::Hmac;
 use md5::Md5;
 use sha1::Sha1;
 
-use super::keys::{FeatureKeys, RandomStream};
+use super::keys::FeatureKeys;
 use crate::schema::{HashKind, TextEncoding};
 
 /// How many blakeHash salts get a precomputed core; more are built on demand.
@@ -67,9 +67,14 @@ pub(crate) fn encode_token<'a>(
     }
 }
 
-/// A big-endian byte string modulo `l` (`l < 2^32`), four bytes at a time.
+/// A big-endian byte string modulo `l` (`l < 2^32`), four bytes at a time
+/// (or a mask of the last eight bytes when `l` is a power of two).
 #[inline]
 fn be_mod(bytes: &[u8], l: u64) -> u64 {
+    if l.is_power_of_two() && bytes.len() >= 8 {
+        let tail: [u8; 8] = bytes[bytes.len() - 8..].try_into().expect("8 bytes");
+        return u64::from_be_bytes(tail) & (l - 1);
+    }
     let mut r = 0u64;
     let mut chunks = bytes.chunks_exact(4);
     for c in &mut chunks {
@@ -96,7 +101,41 @@ pub(crate) enum FieldHasher {
     },
     Blake3 {
         key: [u8; 32],
+        draws: Draws,
     },
+}
+
+/// How blake3 turns its output into positions in `0..l`: 16-bit
+/// little-endian draws when `l <= 2^16`, else 32-bit, each mapped by Lemire's
+/// multiply-shift (`x·l >> width`), rejecting the draws whose low half falls
+/// below `2^width mod l` — exactly the ones that would bias the result. For a
+/// power-of-two `l` nothing is rejected. So positions are exactly uniform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Draws {
+    l: u64,
+    /// 16 or 32.
+    width: u32,
+    reject_below: u64,
+}
+
+impl Draws {
+    pub fn new(l: usize) -> Draws {
+        let l = l as u64;
+        let width = if l <= 1 << 16 { 16 } else { 32 };
+        Draws {
+            l,
+            width,
+            reject_below: (1u64 << width) % l,
+        }
+    }
+
+    /// The position of draw `x` (a `width`-bit value), or `None` if rejected.
+    #[inline(always)]
+    fn map(self, x: u64) -> Option<usize> {
+        let m = x * self.l;
+        let low = m & ((1u64 << self.width) - 1);
+        (low >= self.reject_below).then_some((m >> self.width) as usize)
+    }
 }
 
 /// A BLAKE2b-512 core with salt `str(j)` and the key block absorbed.
@@ -110,9 +149,10 @@ fn blake2b_core(key: &[u8], j: usize) -> Blake2bVarCore {
 }
 
 impl FieldHasher {
-    /// Builds the keyed states of a feature; `max_bits` is the most bits one
-    /// token can set (it sizes the blakeHash salts).
-    pub fn new(hash: HashKind, keys: &FeatureKeys, max_bits: usize) -> FieldHasher {
+    /// Builds the keyed states of a feature for a filter of `l` bits (before
+    /// folding); `max_bits` is the most bits one token can set (it sizes the
+    /// blakeHash salts).
+    pub fn new(hash: HashKind, keys: &FeatureKeys, max_bits: usize, l: usize) -> FieldHasher {
         match hash {
             HashKind::Blake2b => {
                 let salts = max_bits.div_ceil(32).clamp(1, PRECOMPUTED_BLAKE_SALTS);
@@ -134,6 +174,7 @@ impl FieldHasher {
             },
             HashKind::Blake3 => FieldHasher::Blake3 {
                 key: keys.blake3_key(),
+                draws: Draws::new(l),
             },
         }
     }
@@ -168,9 +209,12 @@ impl FieldHasher {
                         core.finalize_variable_core(&mut buffer, &mut digest);
                     }
                     let take = remaining.min(32);
+                    // blakeHash filters are powers of two (the schema checks), so
+                    // `v mod l` is a mask.
+                    let mask = l - 1;
                     for pair in digest.chunks_exact(2).take(take) {
                         let v = u16::from_le_bytes([pair[0], pair[1]]) as usize;
-                        set_bit(words, v % l);
+                        set_bit(words, v & mask);
                     }
                     remaining -= take;
                     j += 1;
@@ -213,14 +257,40 @@ impl FieldHasher {
                     }
                 }
             }
-            FieldHasher::Blake3 { key } => {
+            FieldHasher::Blake3 { key, draws } => {
+                debug_assert_eq!(draws.l, l as u64);
                 let mut hasher = blake3::Hasher::new_keyed(key);
                 hasher.update(prefix);
                 hasher.update(token);
-                let mut stream = RandomStream::new(hasher.finalize_xof());
-                let l32 = l as u32;
-                for _ in 0..k {
-                    set_bit(words, stream.below(l32) as usize);
+                let mut reader = hasher.finalize_xof();
+                let mut block = [0u8; 64];
+                let mut set = 0;
+                'blocks: loop {
+                    reader.fill(&mut block);
+                    if draws.width == 16 {
+                        for pair in block.chunks_exact(2) {
+                            if let Some(i) =
+                                draws.map(u64::from(u16::from_le_bytes([pair[0], pair[1]])))
+                            {
+                                set_bit(words, i);
+                                set += 1;
+                                if set == k {
+                                    break 'blocks;
+                                }
+                            }
+                        }
+                    } else {
+                        for quad in block.chunks_exact(4) {
+                            let x = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]);
+                            if let Some(i) = draws.map(u64::from(x)) {
+                                set_bit(words, i);
+                                set += 1;
+                                if set == k {
+                                    break 'blocks;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -236,7 +306,7 @@ mod tests {
         let bytes: Vec<u8> = (0u8..20)
             .map(|b| b.wrapping_mul(37).wrapping_add(11))
             .collect();
-        for l in [1u64, 7, 64, 1000, 1024, 65_537, (1 << 24) - 3] {
+        for l in [1u64, 7, 64, 1000, 1024, 65_537, (1 << 24) - 3, 1 << 24] {
             let horner = bytes
                 .iter()
                 .fold(0u64, |r, &b| (r * 256 + u64::from(b)) % l);
@@ -257,7 +327,7 @@ mod tests {
             first: key.clone(),
             second: key.clone(),
         };
-        let hasher = FieldHasher::new(HashKind::Blake2b, &keys, 40);
+        let hasher = FieldHasher::new(HashKind::Blake2b, &keys, 40, 1024);
         for token in [&b""[..], b"ab", &[7u8; 200][..]] {
             let mut fast = [0u64; 16];
             hasher.insert(&[], token, 40, 1024, &mut fast);
@@ -277,6 +347,23 @@ mod tests {
             }
             assert_eq!(fast, slow, "token {token:?}");
         }
+    }
+
+    #[test]
+    fn draws_are_exactly_uniform() {
+        // Every 16-bit draw is either rejected or maps to a position; each
+        // position gets the same number of accepted draws.
+        for l in [8usize, 100, 1000, 1024, 65_536] {
+            let d = Draws::new(l);
+            let mut counts = vec![0u32; l];
+            for x in 0..(1u64 << 16) {
+                if let Some(i) = d.map(x) {
+                    counts[i] += 1;
+                }
+            }
+            assert!(counts.iter().all(|&c| c == counts[0]), "l = {l}");
+        }
+        assert_eq!(Draws::new(1 << 20).width, 32);
     }
 
     #[test]

@@ -137,18 +137,6 @@ impl RandomStream {
 
     /// A uniform integer in `0..n` (`n > 0`), without modulo bias: Lemire's
     /// multiply-shift with rejection of the few values that would bias it.
-    pub fn below(&mut self, n: u32) -> u32 {
-        debug_assert!(n > 0);
-        let threshold = n.wrapping_neg() % n;
-        loop {
-            let m = u64::from(self.next_u32()) * u64::from(n);
-            if (m as u32) >= threshold {
-                return (m >> 32) as u32;
-            }
-        }
-    }
-
-    /// A uniform integer in `0..n` (`n > 0`) for 64-bit ranges.
     pub fn below_u64(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
         let threshold = n.wrapping_neg() % n;
@@ -214,7 +202,7 @@ mod tests {
         let mut s = RandomStream::new(blake3::Hasher::new().finalize_xof());
         let mut counts = [0u32; 7];
         for _ in 0..70_000 {
-            counts[s.below(7) as usize] += 1;
+            counts[s.below_u64(7) as usize] += 1;
         }
         assert!(
             counts.iter().all(|&c| (9_500..10_500).contains(&c)),

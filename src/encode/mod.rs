@@ -196,6 +196,7 @@ impl Encoder {
                         spec.hash,
                         &keys[index],
                         max_bits_per_token(spec.strategy),
+                        schema.hash_bits(),
                     ),
                     spec,
                     salt_from_ignored,

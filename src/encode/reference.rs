@@ -231,20 +231,23 @@ fn positions(
             let mut hasher = blake3::Hasher::new_keyed(&keys.blake3_key());
             hasher.update(message);
             let mut reader = hasher.finalize_xof();
+            // 16-bit draws for filters up to 2^16 bits, else 32-bit.
+            let width: u32 = if l <= 1 << 16 { 16 } else { 32 };
             let mut next = || {
                 let mut b = [0u8; 4];
-                reader.fill(&mut b);
+                reader.fill(&mut b[..width as usize / 8]);
                 u64::from(u32::from_le_bytes(b))
             };
             let n = l as u64;
-            // Lemire: accept x·n unless its low 32 bits fall below 2^32 mod n.
-            let reject_below = (1u64 << 32) % n;
+            // Lemire: accept x·n unless its low bits fall below 2^width mod n.
+            let reject_below = (1u64 << width) % n;
+            let low_mask = (1u64 << width) - 1;
             (0..k)
                 .map(|_| {
                     loop {
                         let m = next() * n;
-                        if m & 0xFFFF_FFFF >= reject_below {
-                            break (m >> 32) as usize;
+                        if m & low_mask >= reject_below {
+                            break (m >> width) as usize;
                         }
                     }
                 })

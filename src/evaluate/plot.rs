@@ -116,7 +116,11 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         .chain(&false_bins)
         .map(|b| b.2)
         .fold(1.0, f64::max)
-        * 1.1;
+        * 2.0;
+    // Counts on a log scale: non-matches usually outnumber true matches by
+    // orders of magnitude, and both tails must stay visible where they meet.
+    // Bars start at 0.5 so that a bin holding one pair still shows.
+    let y_min = 0.5;
     let mut chart = ChartBuilder::on(&top)
         .caption(
             format!(
@@ -130,11 +134,11 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(low..1.0f64, 0.0..y_max)?;
+        .build_cartesian_2d(low..1.0f64, (y_min..y_max).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("score")
-        .y_desc("pairs")
+        .y_desc("pairs (log scale)")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (bins, colour, label) in [
@@ -146,7 +150,7 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
             .draw_series(
                 bins.iter()
                     .filter(|b| b.2 > 0.0)
-                    .map(move |&(x0, x1, c)| Rectangle::new([(x0, 0.0), (x1, c)], style)),
+                    .map(move |&(x0, x1, c)| Rectangle::new([(x0, y_min), (x1, c)], style)),
             )?
             .label(label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], style));
@@ -155,7 +159,7 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         let t = f64::from(t);
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(t, 0.0), (t, y_max)],
+                vec![(t, y_min), (t, y_max)],
                 mark_colour.stroke_width(2),
             )))?
             .label(format!("best F1 threshold {t:.4}"))

@@ -328,8 +328,13 @@ pub enum HashKind {
     Blake2b,
     /// clkhash `doubleHash`: `(HMAC-SHA1 + j · HMAC-MD5) mod l`.
     DoubleHash { prevent_singularity: bool },
-    /// pprl random hashing: keyed BLAKE3, k independent positions per token
-    /// from its extendable output, without modulo bias.
+    /// pprl random hashing: keyed BLAKE3 of the token, whose extendable output
+    /// gives k independent positions (16-bit little-endian draws for filters
+    /// up to 2^16 bits, 32-bit beyond), each mapped to `0..l` by Lemire's
+    /// multiply-shift with rejection, so without modulo bias. Unlike double
+    /// hashing, the k positions of a token are unrelated, which defeats the
+    /// attacks that reconstruct tokens from the arithmetic progression of
+    /// double-hashed positions.
     Blake3,
 }
 

@@ -350,3 +350,41 @@ fn generate_writes_sites_and_truth() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("typo"));
     assert!(!bad.join("a.csv").exists());
 }
+
+#[test]
+#[ignore = "scratch"]
+fn scratch_encoded_stats() {
+    let (synth, a, b, words) = encoded_sites(10000, 42);
+    let n = a.len() / words;
+    let pop = |c: &[u64]| c.iter().map(|w| w.count_ones()).sum::<u32>();
+    let pops: Vec<u32> = a.chunks_exact(words).map(pop).collect();
+    let mean = pops.iter().sum::<u32>() as f64 / n as f64;
+    let mut dens = vec![0u32; words * 64];
+    for c in a.chunks_exact(words) {
+        for p in 0..words * 64 {
+            dens[p] += (c[p / 64] >> (p % 64) & 1) as u32;
+        }
+    }
+    let mut hist = [0; 11];
+    for d in &dens {
+        hist[(*d as f64 / n as f64 * 10.0) as usize] += 1;
+    }
+    eprintln!("mean popcount {mean}, density hist {hist:?}");
+    let dist = |i: usize, j: usize| -> u32 {
+        a[i * words..(i + 1) * words].iter().zip(&b[j * words..(j + 1) * words]).map(|(x, y)| (x ^ y).count_ones()).sum()
+    };
+    let mut td: Vec<u32> = synth.truth().iter().map(|&(i, j)| dist(i as usize, j as usize)).collect();
+    td.sort();
+    let q = |v: &Vec<u32>, f: f64| v[((v.len() - 1) as f64 * f) as usize];
+    eprintln!("true d: q10 {} q50 {} q90 {} q99 {}", q(&td, 0.1), q(&td, 0.5), q(&td, 0.9), q(&td, 0.99));
+    let mut rd: Vec<u32> = (0..20000).map(|k| dist(k * 7919 % n, k * 104729 % n)).collect();
+    rd.sort();
+    eprintln!("random d: q0.1% {} q1 {} q10 {} q50 {} q90 {}", q(&rd, 0.001), q(&rd, 0.01), q(&rd, 0.1), q(&rd, 0.5), q(&rd, 0.9));
+    let plan = LshParams::for_clks(0.8, &a, Some(&b), words).unwrap();
+    eprintln!("{plan:?}");
+    // pairs above 0.8: their distance
+    let ex = all_pairs(&a, Some(&b), words, 0.8);
+    let mut ed: Vec<u32> = ex.keys().map(|&(i, j)| dist(i as usize, j as usize)).collect();
+    ed.sort();
+    eprintln!("above-threshold d: n {} q50 {} q90 {} q99 {} max {}", ed.len(), q(&ed, 0.5), q(&ed, 0.9), q(&ed, 0.99), ed[ed.len() - 1]);
+}

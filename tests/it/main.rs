@@ -7,3 +7,5 @@ mod evaluate;
 mod release;
 mod schema_cli;
 mod util;
+mod matching;
+mod pipeline;

@@ -541,6 +541,7 @@ fn parquet_payload_keeps_its_types_and_integer_ids() {
 /// Releases sites A and B of one linkage, then joins them with DuckDB (an
 /// independent Parquet implementation) and compares with what Rust wrote.
 #[test]
+#[allow(clippy::print_stdout)] // the skip notice is for whoever runs the tests
 fn released_files_read_correctly_with_duckdb() {
     let Some(python) = std::env::var_os("PPRL_PYTHON") else {
         println!("skipped: PPRL_PYTHON is not set (run scripts/test.sh, which installs DuckDB)");
