@@ -139,8 +139,9 @@ pub struct LshPlan {
     pub collision: f64,
     /// `1 − (1 − π(d, k))^L`: the chance that it collides in at least one.
     pub recall: f64,
-    /// `L · P · F(k)`: expected pairs met in buckets, repeats included.
-    pub expected_bucket_pairs: f64,
+    /// `L · P · F(k)`: expected pairs met in buckets, repeats included (the
+    /// comparisons left; compare with all pairs to choose between LSH and all pairs).
+    pub expected_comparisons: f64,
 }
 
 /// What a blocking run did.
@@ -148,11 +149,12 @@ pub struct LshPlan {
 pub struct BlockStats {
     /// Every pair: `n_A · n_B`, or `n (n − 1) / 2` within one site.
     pub all_pairs: u64,
-    /// Distinct candidate pairs emitted.
+    /// Distinct pairs emitted (with a scoring search: the pairs kept).
     pub candidates: u64,
-    /// Pairs met in buckets, over all tables or keys, repeats included.
-    pub bucket_pairs: u64,
-    /// Pairs met again after their first table or key (not emitted again).
+    /// Pairs met in buckets (and scored, with a scoring search), over all
+    /// tables or keys, repeats included: the comparisons blocking leaves.
+    pub comparisons: u64,
+    /// Kept pairs met again after their first table or key (not emitted again).
     pub repeats: u64,
     /// Buckets skipped for having more than `max_bucket_pairs` pairs.
     pub oversize_buckets: u64,
@@ -163,18 +165,20 @@ pub struct BlockStats {
 }
 
 impl BlockStats {
-    /// Comparisons avoided over all pairs: `1 − candidates / all_pairs` (0 when there are no pairs).
+    /// Comparisons avoided over all pairs: `1 − comparisons / all_pairs`
+    /// (0 when there are no pairs). Repeats count as comparisons, so this is
+    /// at most the ratio for distinct candidates.
     pub fn reduction_ratio(&self) -> f64 {
         if self.all_pairs == 0 {
             0.0
         } else {
-            1.0 - self.candidates as f64 / self.all_pairs as f64
+            1.0 - self.comparisons as f64 / self.all_pairs as f64
         }
     }
 
     fn add(&mut self, other: &BlockStats) {
         self.candidates += other.candidates;
-        self.bucket_pairs += other.bucket_pairs;
+        self.comparisons += other.comparisons;
         self.repeats += other.repeats;
         self.oversize_buckets += other.oversize_buckets;
         self.oversize_pairs += other.oversize_pairs;
@@ -415,7 +419,7 @@ fn plan(
         budget,
         collision,
         recall: 1.0 - (1.0 - collision).powi(tables as i32),
-        expected_bucket_pairs: tables as f64 * pairs * false_collision(k),
+        expected_comparisons: tables as f64 * pairs * false_collision(k),
     })
 }
 
@@ -591,26 +595,44 @@ pub fn lsh_candidates(
     params: &LshParams,
     mut consume: impl FnMut(&[(u32, u32)]),
 ) -> Result<BlockStats, BlockError> {
-    lsh_candidates_with(a, b, words, params, |pairs| pairs, |pairs| consume(&pairs))
+    lsh_search(
+        a,
+        b,
+        words,
+        params,
+        |_, _| Some(()),
+        |kept| {
+            let pairs: Vec<(u32, u32)> = kept.into_iter().map(|(i, j, ())| (i, j)).collect();
+            consume(&pairs)
+        },
+    )
 }
 
-/// [`lsh_candidates`] with a `map` run on each chunk of pairs in parallel
-/// (to score them, say) before `consume` receives its results, in order.
+/// [`lsh_candidates`] that scores as it goes: every pair met in a bucket is
+/// passed to `score` (on rayon's threads), and only the pairs it keeps
+/// (`Some`) are deduplicated and streamed to `consume`, in a fixed order,
+/// each once, with their score. Scoring a pair again when it meets again in
+/// a later table is cheaper than checking every pair against the earlier
+/// tables, since most pairs met are far below the threshold. `score` must be
+/// a function of the pair alone.
+///
+/// [`BlockStats::comparisons`] counts the calls to `score`,
+/// [`BlockStats::candidates`] the pairs kept.
 ///
 /// # Errors
 /// As [`lsh_candidates`].
-pub fn lsh_candidates_with<T, M, C>(
+pub fn lsh_search<S, K, C>(
     a: &[u64],
     b: Option<&[u64]>,
     words: usize,
     params: &LshParams,
-    map: M,
+    score: K,
     mut consume: C,
 ) -> Result<BlockStats, BlockError>
 where
-    T: Send,
-    M: Fn(Vec<(u32, u32)>) -> T + Sync,
-    C: FnMut(T),
+    S: Send,
+    K: Fn(u32, u32) -> Option<S> + Sync,
+    C: FnMut(Vec<(u32, u32, S)>),
 {
     let n_a = clk_count(a, words, "A")?;
     let n_b = b.map(|b| clk_count(b, words, "B")).transpose()?;
@@ -670,19 +692,15 @@ where
         let segments = segments(&entries, |x, y| bucket_of(*x) == bucket_of(*y));
         let mut oversize: Vec<Range<usize>> = Vec::new();
         for wave in segments.chunks(WAVE) {
-            let outs: Vec<(Option<T>, BlockStats, Vec<Range<usize>>)> = wave
+            let outs: Vec<_> = wave
                 .par_iter()
-                .map(|range| {
-                    let (pairs, seg_stats, big) = ctx.segment(&entries, range.clone());
-                    let mapped = (!pairs.is_empty()).then(|| map(pairs));
-                    (mapped, seg_stats, big)
-                })
+                .map(|range| ctx.segment(&entries, range.clone(), &score))
                 .collect();
-            for (mapped, seg_stats, big) in outs {
+            for (kept, seg_stats, big) in outs {
                 stats.add(&seg_stats);
                 oversize.extend(big);
-                if let Some(mapped) = mapped {
-                    consume(mapped);
+                if !kept.is_empty() {
+                    consume(kept);
                 }
             }
         }
@@ -733,14 +751,15 @@ struct TableCtx<'a> {
 }
 
 impl TableCtx<'_> {
-    /// The first-collision pairs of the buckets in `entries[range]`, their
-    /// statistics, and the ranges of skipped buckets.
-    fn segment(
+    /// The kept first-collision pairs of the buckets in `entries[range]`,
+    /// their statistics, and the ranges of skipped buckets.
+    fn segment<S>(
         &self,
         entries: &[u64],
         range: Range<usize>,
-    ) -> (Vec<(u32, u32)>, BlockStats, Vec<Range<usize>>) {
-        let mut pairs = Vec::new();
+        score: &(impl Fn(u32, u32) -> Option<S> + Sync),
+    ) -> (Vec<(u32, u32, S)>, BlockStats, Vec<Range<usize>>) {
+        let mut kept = Vec::new();
         let mut stats = BlockStats::default();
         let mut oversize = Vec::new();
         let mut start = range.start;
@@ -764,7 +783,7 @@ impl TableCtx<'_> {
                 stats.oversize_pairs += met;
                 oversize.push(start..end);
             } else if met > 0 {
-                stats.bucket_pairs += met;
+                stats.comparisons += met;
                 let other = self.b.unwrap_or(self.a);
                 for (p, &ea) in ga.iter().enumerate() {
                     let i = (ea & ROW_MASK) as usize;
@@ -772,8 +791,11 @@ impl TableCtx<'_> {
                     let partners = if self.b.is_some() { gb } else { &gb[p + 1..] };
                     for &eb in partners {
                         let j = (eb & ROW_MASK) as usize;
+                        let Some(s) = score(i as u32, j as u32) else {
+                            continue;
+                        };
                         if self.first_collision(self.a, i, other, j) {
-                            pairs.push((i as u32, j as u32));
+                            kept.push((i as u32, j as u32, s));
                         } else {
                             stats.repeats += 1;
                         }
@@ -782,8 +804,8 @@ impl TableCtx<'_> {
             }
             start = end;
         }
-        stats.candidates = pairs.len() as u64;
-        (pairs, stats, oversize)
+        stats.candidates = kept.len() as u64;
+        (kept, stats, oversize)
     }
 
     /// Whether tables `< t` never put rows `i` (of `x`) and `j` (of `y`) in one bucket.
@@ -835,25 +857,35 @@ pub fn key_candidates<K: Ord + Sync>(
     max_bucket_pairs: u64,
     mut consume: impl FnMut(&[(u32, u32)]),
 ) -> Result<BlockStats, BlockError> {
-    key_candidates_with(keys_a, keys_b, max_bucket_pairs, |p| p, |p| consume(&p))
+    key_search(
+        keys_a,
+        keys_b,
+        max_bucket_pairs,
+        |_, _| Some(()),
+        |kept| {
+            let pairs: Vec<(u32, u32)> = kept.into_iter().map(|(i, j, ())| (i, j)).collect();
+            consume(&pairs)
+        },
+    )
 }
 
-/// [`key_candidates`] with a `map` run on each chunk in parallel before `consume`.
+/// [`key_candidates`] that scores each distinct candidate with `score` (on
+/// rayon's threads) and streams only the kept ones, with their score.
 ///
 /// # Errors
 /// As [`key_candidates`].
-pub fn key_candidates_with<K, T, M, C>(
+pub fn key_search<K, S, F, C>(
     keys_a: &[Vec<K>],
     keys_b: Option<&[Vec<K>]>,
     max_bucket_pairs: u64,
-    map: M,
+    score: F,
     mut consume: C,
 ) -> Result<BlockStats, BlockError>
 where
     K: Ord + Sync,
-    T: Send,
-    M: Fn(Vec<(u32, u32)>) -> T + Sync,
-    C: FnMut(T),
+    S: Send,
+    F: Fn(u32, u32) -> Option<S> + Sync,
+    C: FnMut(Vec<(u32, u32, S)>),
 {
     for (keys, site) in [(Some(keys_a), "A"), (keys_b, "B")] {
         if let Some(keys) = keys
@@ -922,10 +954,10 @@ where
         start = end;
     }
     for wave in chunks.chunks(WAVE) {
-        let outs: Vec<(Option<T>, BlockStats)> = wave
+        let outs: Vec<(Vec<(u32, u32, S)>, BlockStats)> = wave
             .par_iter()
             .map(|range| {
-                let mut pairs = Vec::new();
+                let mut kept = Vec::new();
                 let mut s = BlockStats::default();
                 for &g in &usable[range.clone()] {
                     let id = group_id[g];
@@ -941,23 +973,25 @@ where
                         let partners = if n_b.is_some() { gb } else { &gb[p + 1..] };
                         for &(_, eb) in partners {
                             let j = (eb & ROW_MASK) as usize;
-                            s.bucket_pairs += 1;
-                            if first_common(lists_a.of(i), other.of(j)) == Some(id) {
-                                pairs.push((i as u32, j as u32));
-                            } else {
+                            if first_common(lists_a.of(i), other.of(j)) != Some(id) {
                                 s.repeats += 1;
+                                continue;
+                            }
+                            s.comparisons += 1;
+                            if let Some(v) = score(i as u32, j as u32) {
+                                kept.push((i as u32, j as u32, v));
                             }
                         }
                     }
                 }
-                s.candidates = pairs.len() as u64;
-                ((!pairs.is_empty()).then(|| map(pairs)), s)
+                s.candidates = kept.len() as u64;
+                (kept, s)
             })
             .collect();
-        for (mapped, s) in outs {
+        for (kept, s) in outs {
             stats.add(&s);
-            if let Some(mapped) = mapped {
-                consume(mapped);
+            if !kept.is_empty() {
+                consume(kept);
             }
         }
     }
@@ -1205,7 +1239,7 @@ mod tests {
             assert_eq!(set.len(), pairs.len(), "a pair was emitted twice");
             assert_eq!(set, naive(&data.a, Some(&data.b), data.words, &p));
             assert_eq!(stats.candidates, pairs.len() as u64);
-            assert_eq!(stats.bucket_pairs, stats.candidates + stats.repeats);
+            assert_eq!(stats.comparisons, stats.candidates + stats.repeats);
             assert_eq!(stats.all_pairs, 400 * 400);
         }
     }

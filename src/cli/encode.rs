@@ -17,15 +17,15 @@ use pprl::site::{self, EncodeOptions, EncodeSummary, MaxRejects, OutputFormat};
 const SECRET_ENV: &str = "PPRL_SECRET";
 
 /// Encode a site's records into Bloom filters (clks) for the linkage unit.
-///
-/// Reads the identifying columns that the schema names, encodes them with the
-/// project secret, and writes one clk per record with the record's id. The
-/// output contains no identifier value and nothing from which the secret can
-/// be recovered. Rows whose values the schema refuses are not encoded; they
-/// are listed (row, id, column, reason; never a value) in
-/// `<output>.rejects.csv`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
+Reads the identifying columns that the schema names, encodes them with the project secret, and \
+writes one clk per record with the record's id. The output contains no identifier value and \
+nothing from which the secret can be recovered. Rows whose values the schema refuses are not \
+encoded; they are listed (row, id, column, reason; never a value) in <output>.rejects.csv, and \
+the run goes on up to --max-rejects. Rows are numbered from 1 for the first data row (the CSV \
+header is not counted).
+
 Exit status: 0 when the output was written (some rows may have been rejected: see the \
 summary and the rejects file); 1 on any error, and then no output is written; 2 for an \
 invalid command line.
@@ -76,9 +76,10 @@ pub struct EncodeArgs {
     output: PathBuf,
 
     /// Output format: `parquet` (ids, clks, popcounts and metadata for `pprl match`) or
-    /// `clkhash-json` (anonlink's {"clks": [...]}, in input order, without ids).
-    #[arg(long, value_enum, default_value_t = FormatArg::Parquet, value_name = "FORMAT")]
-    format: FormatArg,
+    /// `clkhash-json` (anonlink's {"clks": [...]}, in input order, without ids)
+    /// [default: clkhash-json when the output name ends in .json, else parquet].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<FormatArg>,
 
     /// Worker threads (0: one per CPU core). The output is the same for any value.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -135,6 +136,24 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let schema = Schema::from_file(&args.schema)
         .with_context(|| format!("cannot use the schema {}", args.schema.display()))?;
     let secret = load_secret(args.secret_file.as_ref())?;
+    // `pprl match` tells the formats apart by the extension, so the two should agree.
+    let json_name = args
+        .output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let output_format = match args.format {
+        None if json_name => OutputFormat::ClkhashJson,
+        None | Some(FormatArg::Parquet) => OutputFormat::Parquet,
+        Some(FormatArg::ClkhashJson) => OutputFormat::ClkhashJson,
+    };
+    if json_name != (output_format == OutputFormat::ClkhashJson) {
+        eprintln!(
+            "warning: {} is written as {}, but other pprl commands read files named *.json as \
+             clkhash JSON and all others as Parquet",
+            args.output.display(),
+            if json_name { "Parquet" } else { "clkhash JSON" }
+        );
+    }
     let options = EncodeOptions {
         schema: &schema,
         secret: &secret,
@@ -153,10 +172,7 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
         },
         id_column: args.id_column.clone(),
         output: args.output.clone(),
-        output_format: match args.format {
-            FormatArg::Parquet => OutputFormat::Parquet,
-            FormatArg::ClkhashJson => OutputFormat::ClkhashJson,
-        },
+        output_format,
         threads: args.threads,
         max_rejects: args.max_rejects,
     };
@@ -173,6 +189,9 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     });
     bar.finish_and_clear();
     let summary = result.with_context(|| format!("cannot encode {}", args.input.display()))?;
+    if summary.rows_read == 0 {
+        eprintln!("warning: {} has no records", args.input.display());
+    }
     if let Some(rejects) = &summary.rejects_file {
         eprintln!(
             "warning: {} rows rejected (not encoded); see {}",

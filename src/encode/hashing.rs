@@ -129,6 +129,35 @@ impl Draws {
         }
     }
 
+    /// Sets the bits of up to `k` accepted draws read from `bytes`; returns how many.
+    #[inline]
+    fn set_bits(self, bytes: &[u8], k: usize, words: &mut [u64]) -> usize {
+        let mut set = 0;
+        if self.width == 16 {
+            for pair in bytes.chunks_exact(2) {
+                if set == k {
+                    break;
+                }
+                if let Some(i) = self.map(u64::from(u16::from_le_bytes([pair[0], pair[1]]))) {
+                    set_bit(words, i);
+                    set += 1;
+                }
+            }
+        } else {
+            for quad in bytes.chunks_exact(4) {
+                if set == k {
+                    break;
+                }
+                let x = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]);
+                if let Some(i) = self.map(u64::from(x)) {
+                    set_bit(words, i);
+                    set += 1;
+                }
+            }
+        }
+        set
+    }
+
     /// The position of draw `x` (a `width`-bit value), or `None` if rejected.
     #[inline(always)]
     fn map(self, x: u64) -> Option<usize> {
@@ -179,16 +208,17 @@ impl FieldHasher {
         }
     }
 
-    /// Hashes `prefix ‖ token` and sets its `k` bits among the first `l` bits of `words`.
+    /// Hashes `message` (a token's bytes, after its salt prefix if any) and
+    /// sets its `k` bits among the first `l` bits of `words`.
     #[inline]
-    pub fn insert(&self, prefix: &[u8], token: &[u8], k: usize, l: usize, words: &mut [u64]) {
+    pub fn insert(&self, message: &[u8], k: usize, l: usize, words: &mut [u64]) {
         match self {
             FieldHasher::Blake2b { key, cores } => {
                 let mut digest = Output::<Blake2bVarCore>::default();
                 let mut remaining = k;
                 let mut j = 0;
                 while remaining > 0 {
-                    if prefix.is_empty() && token.is_empty() {
+                    if message.is_empty() {
                         // The key block is then the final block: no precomputed core.
                         let mut mac = Blake2bMac512::new_with_salt_and_personal(
                             key,
@@ -204,8 +234,7 @@ impl FieldHasher {
                             None => blake2b_core(key, j),
                         };
                         let mut buffer = Buffer::<Blake2bVarCore>::default();
-                        buffer.digest_blocks(prefix, |blocks| core.update_blocks(blocks));
-                        buffer.digest_blocks(token, |blocks| core.update_blocks(blocks));
+                        buffer.digest_blocks(message, |blocks| core.update_blocks(blocks));
                         core.finalize_variable_core(&mut buffer, &mut digest);
                     }
                     let take = remaining.min(32);
@@ -227,20 +256,17 @@ impl FieldHasher {
                 let (sha1, md5) = &**states;
                 let l64 = l as u64;
                 let mut h1 = sha1.clone();
-                h1.update(prefix);
-                h1.update(token);
+                h1.update(message);
                 let h1 = be_mod(&h1.finalize().into_bytes(), l64);
                 let mut h2 = md5.clone();
-                h2.update(prefix);
-                h2.update(token);
+                h2.update(message);
                 let mut h2v = be_mod(&h2.finalize().into_bytes(), l64);
                 if *prevent_singularity {
                     // clkhash re-hashes with chr(i) appended until h2 is not 0 mod l.
                     let mut i = 0u32;
                     while h2v == 0 {
                         let mut h = md5.clone();
-                        h.update(prefix);
-                        h.update(token);
+                        h.update(message);
                         let mut utf8 = [0u8; 4];
                         let c = char::from_u32(i).unwrap_or('\u{FFFD}');
                         h.update(c.encode_utf8(&mut utf8).as_bytes());
@@ -259,37 +285,19 @@ impl FieldHasher {
             }
             FieldHasher::Blake3 { key, draws } => {
                 debug_assert_eq!(draws.l, l as u64);
-                let mut hasher = blake3::Hasher::new_keyed(key);
-                hasher.update(prefix);
-                hasher.update(token);
-                let mut reader = hasher.finalize_xof();
-                let mut block = [0u8; 64];
-                let mut set = 0;
-                'blocks: loop {
-                    reader.fill(&mut block);
-                    if draws.width == 16 {
-                        for pair in block.chunks_exact(2) {
-                            if let Some(i) =
-                                draws.map(u64::from(u16::from_le_bytes([pair[0], pair[1]])))
-                            {
-                                set_bit(words, i);
-                                set += 1;
-                                if set == k {
-                                    break 'blocks;
-                                }
-                            }
-                        }
-                    } else {
-                        for quad in block.chunks_exact(4) {
-                            let x = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]);
-                            if let Some(i) = draws.map(u64::from(x)) {
-                                set_bit(words, i);
-                                set += 1;
-                                if set == k {
-                                    break 'blocks;
-                                }
-                            }
-                        }
+                // The first 32 bytes of the output are the keyed hash, one
+                // compression for a short token; most tokens need no more.
+                // Further bytes continue the same output stream.
+                let mut chunk = *blake3::keyed_hash(key, message).as_bytes();
+                let mut set = draws.set_bits(&chunk, k, words);
+                if set < k {
+                    let mut hasher = blake3::Hasher::new_keyed(key);
+                    hasher.update(message);
+                    let mut reader = hasher.finalize_xof();
+                    reader.set_position(32);
+                    while set < k {
+                        reader.fill(&mut chunk);
+                        set += draws.set_bits(&chunk, k - set, words);
                     }
                 }
             }
@@ -330,7 +338,7 @@ mod tests {
         let hasher = FieldHasher::new(HashKind::Blake2b, &keys, 40, 1024);
         for token in [&b""[..], b"ab", &[7u8; 200][..]] {
             let mut fast = [0u64; 16];
-            hasher.insert(&[], token, 40, 1024, &mut fast);
+            hasher.insert(token, 40, 1024, &mut fast);
             let mut slow = [0u64; 16];
             for j in 0..2 {
                 let mut mac =

@@ -21,7 +21,7 @@ mod value;
 use std::cell::RefCell;
 use std::fmt;
 
-use crate::schema::{Feature, FeatureSpec, Schema, Strategy, TextEncoding};
+use crate::schema::{Feature, FeatureSpec, Schema, Strategy};
 use crate::secret::Secret;
 use crate::tokenize::{TokenizeError, Tokens, tokenize};
 use hashing::FieldHasher;
@@ -143,6 +143,7 @@ struct Scratch {
     salt_prefix: Vec<u8>,
     tokens: Tokens,
     token_bytes: Vec<u8>,
+    message: Vec<u8>,
     words: Vec<u64>,
     spare_words: Vec<u64>,
     bytes: Vec<u8>,
@@ -330,10 +331,17 @@ impl Encoder {
                     crate::schema::Format::String { encoding, .. } => {
                         hashing::encode_token(*encoding, token, &mut s.token_bytes)
                     }
-                    _ => hashing::encode_token(TextEncoding::Utf8, token, &mut s.token_bytes),
+                    _ => token.as_bytes(),
                 };
-                plan.hasher
-                    .insert(&s.salt_prefix, bytes, k, self.hash_bits, &mut s.words);
+                let message: &[u8] = if s.salt_prefix.is_empty() {
+                    bytes
+                } else {
+                    s.message.clear();
+                    s.message.extend_from_slice(&s.salt_prefix);
+                    s.message.extend_from_slice(bytes);
+                    &s.message
+                };
+                plan.hasher.insert(message, k, self.hash_bits, &mut s.words);
             }
         }
         harden::xor_fold(&mut s.words, self.hash_bits, self.xor_folds);

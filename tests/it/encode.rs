@@ -691,6 +691,16 @@ fn bad_schema_and_unreadable_input_fail_cleanly() {
         "{stderr}"
     );
 
+    // The output must not overwrite the input.
+    let copy = dir.path().join("copy.csv");
+    std::fs::copy(&input, &copy).unwrap();
+    let stderr = run_fails(dir.path(), &encode_args(&schema, &secret, &copy, &copy));
+    assert!(stderr.contains("overwrite the input"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+
     // An output directory that does not exist.
     let nowhere = dir.path().join("no/such/dir/a.clk.parquet");
     let stderr = run_fails(dir.path(), &encode_args(&schema, &secret, &input, &nowhere));
@@ -852,4 +862,28 @@ fn too_many_rejects_fail_without_output() {
         &["--max-rejects", "lots"],
     ));
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn output_format_follows_the_extension_unless_given() {
+    let dir = temp_dir();
+    let secret = clkhash_secret(dir.path());
+    let schema = fixture("clkhash_v3_blake.schema.json");
+    let input = fixture("febrl4_a_first200.clkhash_input.csv");
+    let json = dir.path().join("a.clks.json");
+    let out = run_ok(encode_args(&schema, &secret, &input, &json));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    assert_eq!(
+        json_clks(&json),
+        reference_clks("clkhash_v3_blake.clks.json")
+    );
+
+    // An explicit format wins, with a warning that the name misleads other commands.
+    let parquet = dir.path().join("b.json");
+    let out = run_ok(with(
+        encode_args(&schema, &secret, &input, &parquet),
+        &["--format", "parquet"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    assert_eq!(&std::fs::read(&parquet).unwrap()[..4], b"PAR1");
 }
