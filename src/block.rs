@@ -1245,6 +1245,32 @@ mod tests {
     }
 
     #[test]
+    fn scoring_search_keeps_the_scored_candidates_once() {
+        let data = random_clks_with_copies(500, 256, 0.3, 0.08, 4);
+        let w = data.words;
+        let p = params(20, 12);
+        let (pairs, _) = collect(&data.a, Some(&data.b), w, &p);
+        let close = |i: u32, j: u32| {
+            let x = &data.a[i as usize * w..(i as usize + 1) * w];
+            let y = &data.b[j as usize * w..(j as usize + 1) * w];
+            let d: u32 = x.iter().zip(y).map(|(p, q)| (p ^ q).count_ones()).sum();
+            (d < 60).then_some(d)
+        };
+        let expected: BTreeSet<(u32, u32, u32)> = pairs
+            .iter()
+            .filter_map(|&(i, j)| close(i, j).map(|d| (i, j, d)))
+            .collect();
+        let mut kept = Vec::new();
+        let stats = lsh_search(&data.a, Some(&data.b), w, &p, close, |k| kept.extend(k)).unwrap();
+        let set: BTreeSet<_> = kept.iter().copied().collect();
+        assert_eq!(set.len(), kept.len());
+        assert_eq!(set, expected);
+        assert!(expected.len() > 100);
+        assert_eq!(stats.candidates, kept.len() as u64);
+        assert!(stats.comparisons >= pairs.len() as u64);
+    }
+
+    #[test]
     fn deduplication_within_one_site() {
         let data = random_clks_with_copies(300, 128, 0.3, 0.05, 3);
         let both: Vec<u64> = data.a.iter().chain(&data.b).copied().collect();

@@ -464,9 +464,19 @@ fn encode_batch(
 /// Ids seen so far, as 64-bit hashes: 10 million ids take about 150 MiB. A hash
 /// seen twice is confirmed by reading the input again up to that row, so a
 /// hash collision never reports a false duplicate.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct IdSet {
     hashes: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    hash: fn(&str) -> u64,
+}
+
+impl Default for IdSet {
+    fn default() -> IdSet {
+        IdSet {
+            hashes: HashSet::default(),
+            hash: id_hash,
+        }
+    }
 }
 
 /// The id hashes are already uniform; hashing them again would only cost time.
@@ -509,7 +519,7 @@ fn check_ids(
                 column: options.id_column.clone(),
             });
         }
-        if !ids.hashes.insert(id_hash(id)) {
+        if !ids.hashes.insert((ids.hash)(id)) {
             let row_number = batch.row_number(row);
             let mut rows = rows_with_id(options, plan.selection[0], id, row_number)?;
             if !rows.is_empty() {
@@ -920,6 +930,147 @@ mod tests {
             plan(&schema, "rec_id", &columns),
             Err(SiteError::DuplicateColumn { column, .. }) if column == "surname"
         ));
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name)
+    }
+
+    /// Encodes `input` to clkhash JSON with batches of `batch_rows` rows.
+    fn encode_json(
+        input: &Path,
+        output: &Path,
+        batch_rows: usize,
+    ) -> Result<EncodeSummary, SiteError> {
+        let schema = blake_schema();
+        let secret = Secret::new("correct horse battery staple").unwrap();
+        let options = EncodeOptions {
+            schema: &schema,
+            secret: &secret,
+            site: "A".into(),
+            input: input.to_path_buf(),
+            read: ReadOptions {
+                batch_rows,
+                ..ReadOptions::default()
+            },
+            id_column: "rec_id".into(),
+            output: output.to_path_buf(),
+            output_format: OutputFormat::ClkhashJson,
+            threads: 2,
+            max_rejects: MaxRejects::Count(0),
+        };
+        let mut reports = Vec::new();
+        let summary = encode_site(&options, &mut |p| reports.push(*p))?;
+        // One report per batch, rows counted up to the total.
+        assert_eq!(
+            reports.len(),
+            summary.rows_read.div_ceil(batch_rows as u64) as usize
+        );
+        assert_eq!(reports.last().map(|p| p.rows_read), Some(summary.rows_read));
+        Ok(summary)
+    }
+
+    #[test]
+    fn batch_size_does_not_change_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = fixture("febrl4_a_first200.clkhash_input.csv");
+        let small = dir.path().join("small.json");
+        let large = dir.path().join("large.json");
+        let summary = encode_json(&input, &small, 7).unwrap();
+        assert_eq!(
+            (summary.rows_read, summary.encoded, summary.rejected),
+            (200, 200, 0)
+        );
+        encode_json(&input, &large, 1000).unwrap();
+        let small = std::fs::read_to_string(&small).unwrap();
+        assert_eq!(small, std::fs::read_to_string(&large).unwrap());
+        let reference: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("clkhash_v3_blake.clks.json")).unwrap(),
+        )
+        .unwrap();
+        let ours: serde_json::Value = serde_json::from_str(&small).unwrap();
+        assert_eq!(ours["clks"], reference["clks"]);
+    }
+
+    #[test]
+    fn duplicate_ids_are_found_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(fixture("febrl4_a_first200.clkhash_input.csv")).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let id_of = |line: &str| line.split(',').next().unwrap().to_owned();
+        let dup = id_of(&lines[5]);
+        for row in [77, 190] {
+            let rest = lines[row].split_once(',').unwrap().1.to_owned();
+            lines[row] = format!("{dup},{rest}");
+        }
+        let input = dir.path().join("dup.csv");
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let output = dir.path().join("out.json");
+        match encode_json(&input, &output, 16) {
+            Err(SiteError::DuplicateId { id, rows, .. }) => {
+                assert_eq!(id, dup);
+                assert_eq!(rows, vec![5, 77]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!output.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn id_hash_collisions_are_not_reported_as_duplicates() {
+        let schema = blake_schema();
+        let secret = Secret::new("correct horse battery staple").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(fixture("febrl4_a_first200.clkhash_input.csv")).unwrap();
+        let with_dup = dir.path().join("dup.csv");
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.push(lines[9]);
+        std::fs::write(&with_dup, lines.join("\n")).unwrap();
+        for (input, expected) in [
+            (fixture("febrl4_a_first200.clkhash_input.csv"), None),
+            (with_dup, Some(vec![9, 201])),
+        ] {
+            let options = EncodeOptions {
+                schema: &schema,
+                secret: &secret,
+                site: "A".into(),
+                input: input.clone(),
+                read: ReadOptions {
+                    batch_rows: 32,
+                    ..ReadOptions::default()
+                },
+                id_column: "rec_id".into(),
+                output: dir.path().join("unused"),
+                output_format: OutputFormat::Parquet,
+                threads: 1,
+                max_rejects: MaxRejects::default(),
+            };
+            let mut reader = RecordReader::open(&input, &options.read).unwrap();
+            let plan = ColumnPlan::new(&options, reader.columns(), &input).unwrap();
+            reader.select(&plan.selection).unwrap();
+            // Every id hashes alike: each one is checked against the input.
+            let mut ids = IdSet {
+                hashes: HashSet::default(),
+                hash: |_| 42,
+            };
+            let mut result = Ok(());
+            while let Some(batch) = reader.next_batch().unwrap() {
+                result = check_ids(&options, &plan, &batch, &mut ids);
+                if result.is_err() {
+                    break;
+                }
+            }
+            match (result, expected) {
+                (Ok(()), None) => {}
+                (Err(SiteError::DuplicateId { rows, .. }), Some(expected)) => {
+                    assert_eq!(rows, expected)
+                }
+                (other, expected) => panic!("{other:?}, expected {expected:?}"),
+            }
+        }
     }
 
     #[test]

@@ -122,12 +122,29 @@ fn ngrams(value: &str, n: usize, positional: bool, out: &mut Tokens) {
     }
     for i in 0..=(chars - n) {
         if positional {
-            // Writing to a String cannot fail.
-            let _ = write!(out.text, "{} ", i + 1);
+            push_decimal(&mut out.text, i + 1);
+            out.text.push(' ');
         }
         out.text
             .push_str(&out.padded[out.bounds[i]..out.bounds[i + n]]);
         out.ends.push(out.text.len());
+    }
+}
+
+/// Appends `n` in decimal (what `write!` does, without its formatting machinery).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(d as char);
     }
 }
 
@@ -286,6 +303,9 @@ mod tests {
             positional: true,
         };
         assert_eq!(tokens(&zero, "ab"), ["1 ", "2 ", "3 "]);
+        let long: String = "x".repeat(120);
+        let grams = tokens(&unigrams, &long);
+        assert_eq!((grams[9].as_str(), grams[99].as_str()), ("10 x", "100 x"));
     }
 
     #[test]

@@ -132,6 +132,20 @@ impl Draws {
     /// Sets the bits of up to `k` accepted draws read from `bytes`; returns how many.
     #[inline]
     fn set_bits(self, bytes: &[u8], k: usize, words: &mut [u64]) -> usize {
+        if self.reject_below == 0 {
+            // Nothing is rejected (l is a power of two): one position per draw.
+            let step = self.width as usize / 8;
+            let n = k.min(bytes.len() / step);
+            for draw in bytes.chunks_exact(step).take(n) {
+                let x = if step == 2 {
+                    u64::from(u16::from_le_bytes([draw[0], draw[1]]))
+                } else {
+                    u64::from(u32::from_le_bytes([draw[0], draw[1], draw[2], draw[3]]))
+                };
+                set_bit(words, ((x * self.l) >> self.width) as usize);
+            }
+            return n;
+        }
         let mut set = 0;
         if self.width == 16 {
             for pair in bytes.chunks_exact(2) {
@@ -285,19 +299,33 @@ impl FieldHasher {
             }
             FieldHasher::Blake3 { key, draws } => {
                 debug_assert_eq!(draws.l, l as u64);
-                // The first 32 bytes of the output are the keyed hash, one
-                // compression for a short token; most tokens need no more.
-                // Further bytes continue the same output stream.
-                let mut chunk = *blake3::keyed_hash(key, message).as_bytes();
-                let mut set = draws.set_bits(&chunk, k, words);
-                if set < k {
+                // The first 32 bytes of the output are the keyed hash: one
+                // compression, the cheapest way to 16 draws. More draws come
+                // from the extendable output, 64 bytes per compression.
+                if k * draws.width as usize <= 256 {
+                    let first = *blake3::keyed_hash(key, message).as_bytes();
+                    let mut set = draws.set_bits(&first, k, words);
+                    if set < k {
+                        // Rejected draws (only when l is not a power of two).
+                        let mut hasher = blake3::Hasher::new_keyed(key);
+                        hasher.update(message);
+                        let mut reader = hasher.finalize_xof();
+                        reader.set_position(32);
+                        let mut chunk = [0u8; 32];
+                        while set < k {
+                            reader.fill(&mut chunk);
+                            set += draws.set_bits(&chunk, k - set, words);
+                        }
+                    }
+                } else {
                     let mut hasher = blake3::Hasher::new_keyed(key);
                     hasher.update(message);
                     let mut reader = hasher.finalize_xof();
-                    reader.set_position(32);
+                    let mut block = [0u8; 64];
+                    let mut set = 0;
                     while set < k {
-                        reader.fill(&mut chunk);
-                        set += draws.set_bits(&chunk, k - set, words);
+                        reader.fill(&mut block);
+                        set += draws.set_bits(&block, k - set, words);
                     }
                 }
             }

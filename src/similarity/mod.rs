@@ -238,7 +238,14 @@ pub fn and_popcount_hits(
 ) {
     assert!(!a.is_empty(), "clks must have at least one word");
     assert_eq!(b.len() % a.len(), 0, "b must hold whole clks");
-    (kernel.fns().hits)(a, b, min, hits);
+    let pbs = vec![0u32; b.len() / a.len()];
+    let mins = simd::Minimums {
+        pbs: &pbs,
+        base: 0,
+        min: &[min],
+        floor: &[min],
+    };
+    (kernel.fns().hits)(a, b, mins, hits);
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use rayon::prelude::*;
 
-use super::{Candidate, Kernel, PackedClks, dice_score, simd::KernelFns};
+use super::simd::{KernelFns, Minimums};
+use super::{Candidate, Kernel, PackedClks, dice_score};
 
 /// Records per rayon task.
 const ROW_BLOCK: usize = 64;
@@ -150,8 +151,6 @@ struct Sorted {
     words: Vec<u64>,
     popcounts: Vec<u32>,
     words_per_clk: usize,
-    /// For each sorted position, the end of its run of equal popcounts.
-    run_end: Vec<u32>,
 }
 
 impl Sorted {
@@ -163,20 +162,11 @@ impl Sorted {
             words.extend_from_slice(p.clk(i as usize));
         }
         let popcounts: Vec<u32> = order.iter().map(|&i| p.popcounts()[i as usize]).collect();
-        let mut run_end = vec![0u32; popcounts.len()];
-        let mut end = popcounts.len();
-        for j in (0..popcounts.len()).rev() {
-            if j + 1 < popcounts.len() && popcounts[j] != popcounts[j + 1] {
-                end = j + 1;
-            }
-            run_end[j] = end as u32;
-        }
         Self {
             order,
             words,
             popcounts,
             words_per_clk: p.words_per_clk(),
-            run_end,
         }
     }
 
@@ -225,22 +215,29 @@ fn min_count(pa: u32, pb: u32, threshold: f64) -> u32 {
     c
 }
 
-/// `min_count` for one row popcount over the popcounts of its band.
+/// `min_count` for one row popcount over the popcounts of its band, and its
+/// suffix minimum (see [`Minimums`]).
 struct CountTable {
     pa: u32,
     base: u32,
     min: Vec<u32>,
+    floor: Vec<u32>,
 }
 
 impl CountTable {
     fn new(pa: u32, pb_lo: u32, pb_hi: u32, threshold: f64) -> Self {
-        let min = (pb_lo..=pb_hi)
+        let min: Vec<u32> = (pb_lo..=pb_hi)
             .map(|pb| min_count(pa, pb, threshold))
             .collect();
+        let mut floor = min.clone();
+        for i in (0..floor.len().saturating_sub(1)).rev() {
+            floor[i] = floor[i].min(floor[i + 1]);
+        }
         Self {
             pa,
             base: pb_lo,
             min,
+            floor,
         }
     }
 }
@@ -380,39 +377,37 @@ fn block(
             let pa = rows.popcounts[r];
             let table = &tables[table_of[i]];
             let row_id = rows.order[r];
-            // One kernel call per run of equal popcounts: one minimum count for all.
-            let mut j = lo;
-            while j < hi {
-                let end = (cols.run_end[j] as usize).min(hi);
-                let pb = cols.popcounts[j];
-                let min = table.min[(pb - table.base) as usize];
-                hits.clear();
-                (kernel.hits)(rows.clk(r), &cols.words[j * w..end * w], min, &mut hits);
-                for &(k, count) in &hits {
-                    let col = j + k as usize;
-                    if mode == Mode::AllButSelf && col == r {
-                        continue;
-                    }
-                    let candidate = Candidate {
-                        a: row_id,
-                        b: cols.order[col],
-                        score: dice_score(count, pa, pb),
-                    };
-                    debug_assert!(candidate.score >= threshold);
-                    match options.top_k {
-                        None => found.push(candidate),
-                        Some(k) => {
-                            let heap = &mut heaps[i];
-                            if heap.len() < k {
-                                heap.push(Ranked(candidate));
-                            } else if heap.peek().is_some_and(|worst| Ranked(candidate) < *worst) {
-                                heap.pop();
-                                heap.push(Ranked(candidate));
-                            }
+            let mins = Minimums {
+                pbs: &cols.popcounts[lo..hi],
+                base: table.base,
+                min: &table.min,
+                floor: &table.floor,
+            };
+            hits.clear();
+            (kernel.hits)(rows.clk(r), &cols.words[lo * w..hi * w], mins, &mut hits);
+            for &(k, count) in &hits {
+                let col = lo + k as usize;
+                if mode == Mode::AllButSelf && col == r {
+                    continue;
+                }
+                let candidate = Candidate {
+                    a: row_id,
+                    b: cols.order[col],
+                    score: dice_score(count, pa, cols.popcounts[col]),
+                };
+                debug_assert!(candidate.score >= threshold);
+                match options.top_k {
+                    None => found.push(candidate),
+                    Some(k) => {
+                        let heap = &mut heaps[i];
+                        if heap.len() < k {
+                            heap.push(Ranked(candidate));
+                        } else if heap.peek().is_some_and(|worst| Ranked(candidate) < *worst) {
+                            heap.pop();
+                            heap.push(Ranked(candidate));
                         }
                     }
                 }
-                j = end;
             }
         }
         t0 = t1;

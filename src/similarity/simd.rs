@@ -28,9 +28,46 @@ use super::Kernel;
 pub(super) struct KernelFns {
     /// `out[j] = |a ∧ b_j|`; `b.len() == out.len() * a.len()`.
     pub counts: fn(a: &[u64], b: &[u64], out: &mut [u32]),
-    /// Appends `(j, |a ∧ b_j|)` for every `j` whose count is `>= min`, in
-    /// ascending `j`; `b.len()` is a multiple of `a.len()`.
-    pub hits: fn(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>),
+    /// Appends `(j, |a ∧ b_j|)` for every `j` whose count is at least
+    /// `mins.at(j)`, in ascending `j`; `b` holds `mins.len()` clks.
+    pub hits: fn(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>),
+}
+
+/// The minimum count of each clk of a run: `min[pbs[j] - base]`, where `pbs`
+/// are the clks' popcounts, ascending. `floor[p - base]` is the smallest
+/// `min` of any popcount from `p` up, so the first clk's floor bounds the
+/// minimum of a whole block of clks: the vector kernels test a block against
+/// it and only the clks that pass against their own minimum.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Minimums<'a> {
+    pub pbs: &'a [u32],
+    pub base: u32,
+    pub min: &'a [u32],
+    pub floor: &'a [u32],
+}
+
+impl Minimums<'_> {
+    pub fn len(&self) -> usize {
+        self.pbs.len()
+    }
+
+    #[inline(always)]
+    pub fn at(&self, j: usize) -> u32 {
+        self.min[(self.pbs[j] - self.base) as usize]
+    }
+
+    /// A lower bound of `at(k)` for every `k >= j`.
+    #[inline(always)]
+    pub fn floor_at(&self, j: usize) -> u32 {
+        self.floor[(self.pbs[j] - self.base) as usize]
+    }
+
+    fn from(&self, j: usize) -> Self {
+        Self {
+            pbs: &self.pbs[j..],
+            ..*self
+        }
+    }
 }
 
 /// The functions of `kernel`, or `None` when this CPU lacks what it needs.
@@ -114,9 +151,10 @@ fn loop_counts(a: &[u64], b: &[u64], out: &mut [u32]) {
 }
 
 #[inline(always)]
-fn loop_hits(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
+fn loop_hits(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>) {
+    assert_eq!(b.len(), mins.len() * a.len());
     each_count(a, b, |j, c| {
-        if c >= min {
+        if c >= mins.at(j) {
             hits.push((j as u32, c));
         }
     });
@@ -126,13 +164,15 @@ fn portable_counts(a: &[u64], b: &[u64], out: &mut [u32]) {
     loop_counts(a, b, out);
 }
 
-fn portable_hits(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
-    loop_hits(a, b, min, hits);
+fn portable_hits(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>) {
+    loop_hits(a, b, mins, hits);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use super::Minimums;
 
     pub(super) fn popcnt_counts(a: &[u64], b: &[u64], out: &mut [u32]) {
         // SAFETY: `resolve` hands this function out only after detecting `popcnt`.
@@ -144,14 +184,19 @@ mod x86 {
         super::loop_counts(a, b, out);
     }
 
-    pub(super) fn popcnt_hits(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
+    pub(super) fn popcnt_hits(
+        a: &[u64],
+        b: &[u64],
+        mins: Minimums<'_>,
+        hits: &mut Vec<(u32, u32)>,
+    ) {
         // SAFETY: `resolve` hands this function out only after detecting `popcnt`.
-        unsafe { popcnt_hits_impl(a, b, min, hits) }
+        unsafe { popcnt_hits_impl(a, b, mins, hits) }
     }
 
     #[target_feature(enable = "popcnt")]
-    fn popcnt_hits_impl(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
-        super::loop_hits(a, b, min, hits);
+    fn popcnt_hits_impl(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>) {
+        super::loop_hits(a, b, mins, hits);
     }
 
     // ---- AVX2 -------------------------------------------------------------
@@ -244,35 +289,36 @@ mod x86 {
         super::loop_counts(a, &b[j * words..], &mut out[j..]);
     }
 
-    pub(super) fn avx2_hits(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
+    pub(super) fn avx2_hits(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>) {
+        assert_eq!(b.len(), mins.len() * a.len());
         // SAFETY: `resolve` hands this function out only after detecting `avx2` and `popcnt`.
-        unsafe { avx2_hits_impl(a, b, min, hits) }
+        unsafe { avx2_hits_impl(a, b, mins, hits) }
     }
 
     #[target_feature(enable = "avx2,popcnt")]
-    fn avx2_hits_impl(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
+    fn avx2_hits_impl(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>) {
         let words = a.len();
-        let n = b.len() / words;
-        let below = _mm256_set1_epi64x(i64::from(min) - 1);
+        let n = mins.len();
         let mut j = 0;
         while j + 4 <= n {
             // SAFETY: `b` holds `n` clks, so `b[j * words..]` holds 4.
             let sums = unsafe { avx2_sums4(a, &b[j * words..]) };
+            let below = _mm256_set1_epi64x(i64::from(mins.floor_at(j)) - 1);
             let reached = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(sums, below)));
             if reached != 0 {
                 let mut lanes = [0u64; 4];
                 // SAFETY: `lanes` is 32 bytes; unaligned store.
                 unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sums) };
-                for k in 0..4 {
-                    if reached & (1 << k) != 0 {
-                        hits.push(((j + k) as u32, lanes[k] as u32));
+                for (k, &count) in lanes.iter().enumerate() {
+                    if reached & (1 << k) != 0 && count as u32 >= mins.at(j + k) {
+                        hits.push(((j + k) as u32, count as u32));
                     }
                 }
             }
             j += 4;
         }
         let from = hits.len();
-        super::loop_hits(a, &b[j * words..n * words], min, hits);
+        super::loop_hits(a, &b[j * words..n * words], mins.from(j), hits);
         for h in &mut hits[from..] {
             h.0 += j as u32;
         }
@@ -357,36 +403,44 @@ mod x86 {
         super::loop_counts(a, &b[j * words..], &mut out[j..]);
     }
 
-    pub(super) fn avx512_hits(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
+    pub(super) fn avx512_hits(
+        a: &[u64],
+        b: &[u64],
+        mins: Minimums<'_>,
+        hits: &mut Vec<(u32, u32)>,
+    ) {
+        assert_eq!(b.len(), mins.len() * a.len());
         // SAFETY: `resolve` hands this function out only after detecting `avx512f`,
         // `avx512vpopcntdq` and `popcnt`.
-        unsafe { avx512_hits_impl(a, b, min, hits) }
+        unsafe { avx512_hits_impl(a, b, mins, hits) }
     }
 
     #[target_feature(enable = "avx512f,avx512vpopcntdq,popcnt")]
-    fn avx512_hits_impl(a: &[u64], b: &[u64], min: u32, hits: &mut Vec<(u32, u32)>) {
+    fn avx512_hits_impl(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>) {
         let words = a.len();
-        let n = b.len() / words;
-        let min_v = _mm512_set1_epi64(i64::from(min));
+        let n = mins.len();
         let mut j = 0;
         while j + 8 <= n {
             // SAFETY: `b` holds `n` clks, so `b[j * words..]` holds 8.
             let sums = unsafe { avx512_sums8(a, &b[j * words..]) };
-            let mut reached = _mm512_cmpge_epu64_mask(sums, min_v);
+            let min = _mm512_set1_epi64(i64::from(mins.floor_at(j)));
+            let mut reached = _mm512_cmpge_epu64_mask(sums, min);
             if reached != 0 {
                 let mut lanes = [0u64; 8];
                 // SAFETY: `lanes` is 64 bytes; unaligned store.
                 unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), sums) };
                 while reached != 0 {
                     let k = reached.trailing_zeros() as usize;
-                    hits.push(((j + k) as u32, lanes[k] as u32));
+                    if lanes[k] as u32 >= mins.at(j + k) {
+                        hits.push(((j + k) as u32, lanes[k] as u32));
+                    }
                     reached &= reached - 1;
                 }
             }
             j += 8;
         }
         let from = hits.len();
-        super::loop_hits(a, &b[j * words..n * words], min, hits);
+        super::loop_hits(a, &b[j * words..n * words], mins.from(j), hits);
         for h in &mut hits[from..] {
             h.0 += j as u32;
         }

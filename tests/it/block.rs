@@ -388,3 +388,47 @@ fn scratch_encoded_stats() {
     ed.sort();
     eprintln!("above-threshold d: n {} q50 {} q90 {} q99 {} max {}", ed.len(), q(&ed, 0.5), q(&ed, 0.9), q(&ed, 0.99), ed[ed.len() - 1]);
 }
+
+#[test]
+#[ignore = "scratch"]
+fn scratch_febrl_and_sparse() {
+    let secret = Secret::new("an example project secret, 32+ bytes long").unwrap();
+    let run = |name: &str, schema: &Schema, a: &[u64], b: &[u64], words: usize| {
+        let n = a.len() / words;
+        let pop: u32 = a.chunks_exact(words).map(|c| c.iter().map(|w| w.count_ones()).sum::<u32>()).sum();
+        let plan = LshParams::for_clks(0.8, a, Some(b), words).unwrap();
+        let (pairs, stats) = lsh_pairs(a, Some(b), words, &plan.params);
+        let exact = all_pairs(a, Some(b), words, 0.8);
+        let set: BTreeSet<_> = pairs.iter().copied().collect();
+        let hit = exact.keys().filter(|k| set.contains(k)).count();
+        eprintln!("{name}: n {n} bits {} mean pop {:.0} k {} L {} candidates {} RR {:.4} (cand-RR {:.4}) PC {:.4} of {}",
+            schema.filter_bits(), pop as f64 / n as f64, plan.params.bits_per_key, plan.params.tables, stats.candidates,
+            stats.reduction_ratio(), 1.0 - stats.candidates as f64 / stats.all_pairs as f64, hit as f64 / exact.len() as f64, exact.len());
+    };
+    let febrl = |schema: &Schema, file: &str| -> Vec<u64> {
+        let encoder = Encoder::new(schema, &secret);
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(crate::util::fixture(file)).unwrap();
+        let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+        let cols: Vec<Option<usize>> = schema.features().iter().map(|f| header.iter().position(|h| h == f.identifier())).collect();
+        let mut bytes = Vec::new();
+        for r in reader.records() {
+            let r = r.unwrap();
+            let values: Vec<Option<&str>> = cols.iter().map(|c| c.map(|c| &r[c])).collect();
+            bytes.extend(encoder.encode(&values).unwrap());
+        }
+        pack(&bytes, encoder.filter_bytes())
+    };
+    let default = Schema::from_json(&default_schema_json()).unwrap();
+    let re = regex::Regex::new(r#""bitsPerFeature": (\d+)"#).unwrap();
+    let half_json = re.replace_all(&default_schema_json(), |c: &regex::Captures| format!("\"bitsPerFeature\": {}", c[1].parse::<u32>().unwrap() / 2)).into_owned();
+    let half = Schema::from_json(&half_json).unwrap();
+    for (name, schema) in [("default", &default), ("half", &half)] {
+        let (a, b) = (febrl(schema, "febrl4_a.csv"), febrl(schema, "febrl4_b.csv"));
+        run(&format!("febrl4 {name}"), schema, &a, &b, 16);
+        let synth = Synth::new(SynthConfig::new(5000, 42)).unwrap();
+        let encoder = Encoder::new(schema, &secret);
+        let a = pack(&synth.encode(Side::A, schema, &encoder).unwrap(), 128);
+        let b = pack(&synth.encode(Side::B, schema, &encoder).unwrap(), 128);
+        run(&format!("synth {name}"), schema, &a, &b, 16);
+    }
+}
