@@ -2,14 +2,15 @@
 //!
 //! For each feature of the [`Schema`], a value is normalised (native schemas),
 //! checked against its missing-value sentinel, validated and reformatted
-//! ([`value`]), tokenised ([`crate::tokenize`]), and every token sets k bits
-//! through the feature's keyed hash ([`hashing`]); then the record-level
-//! hardening runs ([`harden`]: XOR folding, BLIP, balancing). The result is
+//! (`value.rs`), tokenised ([`crate::tokenize`]), and every token sets k bits
+//! through the feature's keyed hash (`hashing.rs`, keys from `keys.rs`); then
+//! the record-level hardening runs (`harden.rs`: XOR folding, BLIP,
+//! balancing). The result is
 //! handed on as `filter_bytes()` bytes, bit `i` of the filter being bit
 //! `7 - i % 8` of byte `i / 8` (clkhash's order).
 //!
 //! [`Encoder`] is the fast path: keyed hash states built once, buffers reused
-//! per thread, bits set in `u64` words. [`reference`] is a plain
+//! per thread, bits set in `u64` words. [`mod@reference`] is a plain
 //! implementation of the same encoding, which the fast path is tested against.
 
 mod harden;

@@ -425,6 +425,24 @@ fn scratch_febrl_and_sparse() {
     for (name, schema) in [("default", &default), ("half", &half)] {
         let (a, b) = (febrl(schema, "febrl4_a.csv"), febrl(schema, "febrl4_b.csv"));
         run(&format!("febrl4 {name}"), schema, &a, &b, 16);
+        let ids = |file: &str| -> Vec<String> {
+            let mut r = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(crate::util::fixture(file)).unwrap();
+            r.records().map(|x| x.unwrap()[0].split('-').nth(1).unwrap().to_owned()).collect()
+        };
+        let (ia, ib) = (ids("febrl4_a.csv"), ids("febrl4_b.csv"));
+        for t in [0.75, 0.8, 0.85, 0.9] {
+            let mut cand: Vec<((u32, u32), f64)> = all_pairs(&a, Some(&b), 16, t).into_iter().collect();
+            cand.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            let (mut ua, mut ub) = (vec![false; 5000], vec![false; 5000]);
+            let (mut links, mut good) = (0, 0);
+            for ((i, j), _) in cand {
+                if !ua[i as usize] && !ub[j as usize] {
+                    ua[i as usize] = true; ub[j as usize] = true; links += 1;
+                    if ia[i as usize] == ib[j as usize] { good += 1; }
+                }
+            }
+            eprintln!("  febrl4 {name} t {t}: precision {:.4} recall {:.4}", good as f64 / links as f64, good as f64 / 5000.0);
+        }
         let synth = Synth::new(SynthConfig::new(5000, 42)).unwrap();
         let encoder = Encoder::new(schema, &secret);
         let a = pack(&synth.encode(Side::A, schema, &encoder).unwrap(), 128);
