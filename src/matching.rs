@@ -692,10 +692,9 @@ fn write_parquet(
     };
     let mut out = AtomicFile::create(path).map_err(io_err)?;
     let file: File = out.file().try_clone().map_err(io_err)?;
-    let mut batches = batches.peekable();
     let mut writer: Option<ArrowWriter<File>> = None;
     let mut file = Some(file);
-    while let Some(batch) = batches.next() {
+    for batch in batches {
         let w = match &mut writer {
             Some(w) => w,
             None => writer.insert(
@@ -938,25 +937,29 @@ mod tests {
         };
         let o = match_files(&options, vec![a], &NoProgress).unwrap();
         assert_eq!(o.summary.mode, MatchMode::Deduplicate);
-        // x~y 24/25, x~z 22/23, y~z 22/24 < 0.9... z joins only if complete.
-        let scores = o.scores.as_ref().unwrap();
-        assert!(scores.iter().all(|l| l.score >= 0.5));
-        assert!(scores.len() >= o.links.len());
-        for l in &o.links {
-            let (_, ia) = o.record(l.a);
-            let (_, ib) = o.record(l.b);
-            assert!(ia < ib);
-            assert!(l.score >= 0.9);
-        }
-        assert_eq!(o.entities.len(), 4);
-        // w is alone.
-        let w = o
+        // Popcounts x 12, y 13, z 11, w 1: x~y 24/25, x~z 22/23, y~z 22/24, all >= 0.9,
+        // so x, y, z form one clique; w scores below 0.5 with everyone.
+        let rows: Vec<(u64, &str)> = o
             .entities
             .iter()
-            .find(|(_, r)| o.record(*r).1 == "w")
-            .unwrap()
-            .0;
-        assert_eq!(o.entities.iter().filter(|(e, _)| *e == w).count(), 1);
+            .map(|&(e, r)| (e, o.record(r).1))
+            .collect();
+        assert_eq!(rows, vec![(0, "w"), (1, "x"), (1, "y"), (1, "z")]);
+        let links: Vec<(&str, &str, f64)> = o
+            .links
+            .iter()
+            .map(|l| (o.record(l.a).1, o.record(l.b).1, l.score))
+            .collect();
+        assert_eq!(
+            links,
+            vec![
+                ("x", "y", 24.0 / 25.0),
+                ("x", "z", 22.0 / 23.0),
+                ("y", "z", 22.0 / 24.0)
+            ]
+        );
+        assert_eq!(o.scores.as_ref().unwrap(), &o.links);
+        assert_eq!(o.summary.comparisons + o.summary.skipped_by_length, 6);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use arrow_array::{FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use crate::encode::{Encoder, FieldError};
 use crate::io::atomic::AtomicFile;
 use crate::io::clk_file::{self, keys};
-use crate::io::records::{Batch, ReadOptions, RecordReader, RecordsError};
+use crate::io::records::{Batch, ReadOptions, ReadPosition, RecordReader, RecordsError};
 use crate::io::table;
 use crate::schema::Schema;
 use crate::secret::Secret;
@@ -271,10 +271,8 @@ pub fn encode_site(
             threads: options.threads,
             message: e.to_string(),
         })?;
-    let mut sink = Sink::create(options)?;
+    let sink = Sink::create(options)?;
     let rejects_file = rejects_path(&options.output);
-    let mut rejects: Option<csv::Writer<BufWriter<AtomicFile>>> = None;
-    let mut ids = IdSet::default();
     let mut counts = Progress {
         rows_read: 0,
         encoded: 0,
@@ -282,48 +280,75 @@ pub fn encode_site(
         done: 0,
         total: None,
     };
-    let mut clks = Vec::new();
 
-    while let Some(batch) = reader.next_batch()? {
-        check_ids(options, &plan, &batch, &mut ids)?;
-        clks.clear();
-        clks.resize(batch.len() * bytes, 0);
-        let results = pool.install(|| encode_batch(&encoder, &plan, &batch, &mut clks, bytes));
+    // Three stages, so that reading and writing (one thread each) overlap the
+    // parallel encoding: reader thread -> this thread (encodes on the pool) ->
+    // writer thread. Bounded channels keep a few batches in flight at most;
+    // FIFO order keeps the output in input order.
+    let (failure, written) = std::thread::scope(|scope| {
+        let (batch_tx, batch_rx) = mpsc::sync_channel(IN_FLIGHT);
+        let (encoded_tx, encoded_rx) = mpsc::sync_channel::<Encoded>(IN_FLIGHT);
+        let plan = &plan;
+        scope.spawn(move || read_stage(options, plan, reader, batch_tx));
+        let writer = scope.spawn(|| write_stage(sink, &rejects_file, bytes, encoded_rx));
 
-        let mut kept_ids = Vec::with_capacity(batch.len());
-        let mut kept_clks = Vec::with_capacity(batch.len() * bytes);
-        let mut popcounts = Vec::with_capacity(batch.len());
-        for (row, result) in results.into_iter().enumerate() {
-            let id = batch.get(row, 0).unwrap_or_default();
-            match result {
-                Ok(popcount) => {
-                    kept_ids.push(id);
-                    kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
-                    popcounts.push(popcount);
+        let mut failure = None;
+        for item in batch_rx {
+            let (batch, position) = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
-                Err(err) => {
-                    let writer = match &mut rejects {
-                        Some(w) => w,
-                        None => rejects.insert(create_rejects(&rejects_file)?),
-                    };
-                    write_reject(writer, &rejects_file, batch.row_number(row), id, &err)?;
-                    counts.rejected += 1;
-                }
+            };
+            let mut clks = vec![0; batch.len() * bytes];
+            let results = pool.install(|| encode_batch(&encoder, plan, &batch, &mut clks, bytes));
+            let rejected = results.iter().filter(|r| r.is_err()).count() as u64;
+            counts.rows_read += batch.len() as u64;
+            counts.rejected += rejected;
+            counts.encoded += batch.len() as u64 - rejected;
+            counts.done = position.done;
+            counts.total = position.total;
+            let sent = encoded_tx.send(Encoded {
+                batch,
+                clks,
+                results,
+            });
+            if sent.is_err() {
+                break; // the writer failed; its error is reported below
+            }
+            progress(&counts);
+            if matches!(options.max_rejects, MaxRejects::Count(_))
+                && counts.rejected > options.max_rejects.allowed(counts.rows_read)
+            {
+                break; // too many rejects: no need to read on
             }
         }
-        counts.rows_read += batch.len() as u64;
-        counts.encoded += kept_ids.len() as u64;
-        sink.write(&kept_ids, kept_clks, popcounts)?;
-        let position = reader.position();
-        counts.done = position.done;
-        counts.total = position.total;
-        progress(&counts);
-        if let MaxRejects::Count(_) = options.max_rejects {
-            too_many_rejects(options, &counts, &mut rejects, &rejects_file)?;
-        }
+        drop(encoded_tx);
+        let written = match writer.join() {
+            Ok(written) => written,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (failure, written)
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
-    too_many_rejects(options, &counts, &mut rejects, &rejects_file)?;
+    let (sink, rejects) = written?;
 
+    let allowed = options.max_rejects.allowed(counts.rows_read);
+    if counts.rejected > allowed {
+        if let Some(writer) = rejects {
+            commit_rejects(writer, &rejects_file)?;
+        }
+        return Err(SiteError::TooManyRejects {
+            rejected: counts.rejected,
+            rows_read: counts.rows_read,
+            allowed,
+            limit: options.max_rejects,
+            rejects_file,
+        });
+    }
     sink.finish(counts.encoded)?;
     let rejects_file = match rejects {
         Some(writer) => {
@@ -353,6 +378,83 @@ pub fn encode_site(
         output: options.output.clone(),
         rejects_file,
     })
+}
+
+/// Batches queued between two stages of the pipeline.
+const IN_FLIGHT: usize = 2;
+
+type RejectsWriter = csv::Writer<BufWriter<AtomicFile>>;
+
+/// A batch with its clks (row `i` at `i * bytes`) and each row's popcount or
+/// why it was rejected.
+struct Encoded {
+    batch: Batch,
+    clks: Vec<u8>,
+    results: Vec<Result<u16, FieldError>>,
+}
+
+/// Reads batches and checks their ids; stops at the end, at the first error
+/// (which it passes on), or when the encoding stage hangs up.
+fn read_stage(
+    options: &EncodeOptions<'_>,
+    plan: &ColumnPlan,
+    mut reader: RecordReader,
+    tx: mpsc::SyncSender<Result<(Batch, ReadPosition), SiteError>>,
+) {
+    let mut ids = IdSet::default();
+    loop {
+        let item = match reader.next_batch() {
+            Ok(Some(batch)) => {
+                check_ids(options, plan, &batch, &mut ids).map(|()| (batch, reader.position()))
+            }
+            Ok(None) => return,
+            Err(e) => Err(e.into()),
+        };
+        let failed = item.is_err();
+        if tx.send(item).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Writes the encoded rows to the output and the rejected ones to the rejects
+/// file, in order, until the encoding stage hangs up; hands both back unfinished.
+fn write_stage(
+    mut sink: Sink,
+    rejects_file: &Path,
+    bytes: usize,
+    rx: mpsc::Receiver<Encoded>,
+) -> Result<(Sink, Option<RejectsWriter>), SiteError> {
+    let mut rejects: Option<RejectsWriter> = None;
+    for Encoded {
+        batch,
+        clks,
+        results,
+    } in rx
+    {
+        let mut kept_ids = Vec::with_capacity(batch.len());
+        let mut kept_clks = Vec::with_capacity(batch.len() * bytes);
+        let mut popcounts = Vec::with_capacity(batch.len());
+        for (row, result) in results.into_iter().enumerate() {
+            let id = batch.get(row, 0).unwrap_or_default();
+            match result {
+                Ok(popcount) => {
+                    kept_ids.push(id);
+                    kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
+                    popcounts.push(popcount);
+                }
+                Err(err) => {
+                    let writer = match &mut rejects {
+                        Some(w) => w,
+                        None => rejects.insert(create_rejects(rejects_file)?),
+                    };
+                    write_reject(writer, rejects_file, batch.row_number(row), id, &err)?;
+                }
+            }
+        }
+        sink.write(&kept_ids, kept_clks, popcounts)?;
+    }
+    Ok((sink, rejects))
 }
 
 /// Whether two paths name the same existing file.
@@ -559,7 +661,7 @@ fn rows_with_id(
     Ok(rows)
 }
 
-fn create_rejects(path: &Path) -> Result<csv::Writer<BufWriter<AtomicFile>>, SiteError> {
+fn create_rejects(path: &Path) -> Result<RejectsWriter, SiteError> {
     let file = AtomicFile::create(path).map_err(|source| SiteError::Write {
         path: path.to_path_buf(),
         source,
@@ -572,7 +674,7 @@ fn create_rejects(path: &Path) -> Result<csv::Writer<BufWriter<AtomicFile>>, Sit
 }
 
 fn write_reject(
-    writer: &mut csv::Writer<BufWriter<AtomicFile>>,
+    writer: &mut RejectsWriter,
     path: &Path,
     row: u64,
     id: &str,
@@ -588,10 +690,7 @@ fn write_reject(
         .map_err(|e| csv_write_error(path, e))
 }
 
-fn commit_rejects(
-    writer: csv::Writer<BufWriter<AtomicFile>>,
-    path: &Path,
-) -> Result<(), SiteError> {
+fn commit_rejects(writer: RejectsWriter, path: &Path) -> Result<(), SiteError> {
     let write_err = |source| SiteError::Write {
         path: path.to_path_buf(),
         source,
@@ -613,29 +712,6 @@ fn csv_write_error(path: &Path, e: csv::Error) -> SiteError {
             other => std::io::Error::other(format!("{other:?}")),
         },
     }
-}
-
-/// Fails the run when the rejects exceed the limit, keeping the rejects file.
-fn too_many_rejects(
-    options: &EncodeOptions<'_>,
-    counts: &Progress,
-    rejects: &mut Option<csv::Writer<BufWriter<AtomicFile>>>,
-    rejects_file: &Path,
-) -> Result<(), SiteError> {
-    let allowed = options.max_rejects.allowed(counts.rows_read);
-    if counts.rejected <= allowed {
-        return Ok(());
-    }
-    if let Some(writer) = rejects.take() {
-        commit_rejects(writer, rejects_file)?;
-    }
-    Err(SiteError::TooManyRejects {
-        rejected: counts.rejected,
-        rows_read: counts.rows_read,
-        allowed,
-        limit: options.max_rejects,
-        rejects_file: rejects_file.to_path_buf(),
-    })
 }
 
 /// The output file under construction (a temporary file until `finish`).

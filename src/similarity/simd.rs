@@ -27,11 +27,14 @@ use super::Kernel;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct KernelFns {
     /// `out[j] = |a ∧ b_j|`; `b.len() == out.len() * a.len()`.
-    pub counts: fn(a: &[u64], b: &[u64], out: &mut [u32]),
+    pub counts: CountsFn,
     /// Appends `(j, |a ∧ b_j|)` for every `j` whose count is at least
     /// `mins.at(j)`, in ascending `j`; `b` holds `mins.len()` clks.
-    pub hits: fn(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>),
+    pub hits: HitsFn,
 }
+
+pub(super) type CountsFn = fn(a: &[u64], b: &[u64], out: &mut [u32]);
+pub(super) type HitsFn = fn(a: &[u64], b: &[u64], mins: Minimums<'_>, hits: &mut Vec<(u32, u32)>);
 
 /// The minimum count of each clk of a run: `min[pbs[j] - base]`, where `pbs`
 /// are the clks' popcounts, ascending. `floor[p - base]` is the smallest
@@ -226,18 +229,18 @@ mod x86 {
             for v in start..end {
                 // SAFETY: `v * 4 + 4 <= words == a.len()`; unaligned load.
                 let x = unsafe { _mm256_loadu_si256(a.as_ptr().add(v * 4).cast()) };
-                for k in 0..4 {
+                for (k, acc) in bytes.iter_mut().enumerate() {
                     // SAFETY: `k * words + v * 4 + 4 <= 4 * words <= b.len()`.
                     let y = unsafe { _mm256_loadu_si256(b.as_ptr().add(k * words + v * 4).cast()) };
                     let w = _mm256_and_si256(x, y);
                     let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(w, low));
                     let hi =
                         _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(w, 4), low));
-                    bytes[k] = _mm256_add_epi8(bytes[k], _mm256_add_epi8(lo, hi));
+                    *acc = _mm256_add_epi8(*acc, _mm256_add_epi8(lo, hi));
                 }
             }
-            for k in 0..4 {
-                totals[k] = _mm256_add_epi64(totals[k], _mm256_sad_epu8(bytes[k], zero));
+            for (total, acc) in totals.iter_mut().zip(bytes) {
+                *total = _mm256_add_epi64(*total, _mm256_sad_epu8(acc, zero));
             }
             start = end;
         }

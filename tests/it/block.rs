@@ -430,6 +430,14 @@ fn scratch_febrl_and_sparse() {
             r.records().map(|x| x.unwrap()[0].split('-').nth(1).unwrap().to_owned()).collect()
         };
         let (ia, ib) = (ids("febrl4_a.csv"), ids("febrl4_b.csv"));
+        let pos: HashMap<&String, usize> = ib.iter().enumerate().map(|(j, x)| (x, j)).collect();
+        let mut td: Vec<u32> = ia.iter().enumerate().map(|(i, x)| {
+            let j = pos[x];
+            a[i * 16..(i + 1) * 16].iter().zip(&b[j * 16..(j + 1) * 16]).map(|(p, q)| (p ^ q).count_ones()).sum()
+        }).collect();
+        td.sort();
+        let q = |f: f64| td[((td.len() - 1) as f64 * f) as usize];
+        eprintln!("  true d: q50 {} q90 {} q95 {} q99 {} q99.5 {}", q(0.5), q(0.9), q(0.95), q(0.99), q(0.995));
         for t in [0.75, 0.8, 0.85, 0.9] {
             let mut cand: Vec<((u32, u32), f64)> = all_pairs(&a, Some(&b), 16, t).into_iter().collect();
             cand.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));

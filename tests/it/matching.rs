@@ -345,11 +345,11 @@ fn one_file_is_deduplicated_into_cliques() {
         .map(|p| (format!("p{p:03}-0"), base[p].clone()))
         .collect();
     // People 0..30 are registered twice, people 0..10 three times.
-    for p in 0..30 {
-        records.push((format!("p{p:03}-1"), noisy(&base[p], 0.02, &mut rng)));
+    for (p, clk) in base.iter().enumerate().take(30) {
+        records.push((format!("p{p:03}-1"), noisy(clk, 0.02, &mut rng)));
     }
-    for p in 0..10 {
-        records.push((format!("p{p:03}-2"), noisy(&base[p], 0.02, &mut rng)));
+    for (p, clk) in base.iter().enumerate().take(10) {
+        records.push((format!("p{p:03}-2"), noisy(clk, 0.02, &mut rng)));
     }
     let path = write_site(dir.path(), meta("R"), &records);
     let out = dir.path().join("out");
@@ -766,6 +766,7 @@ fn febrl4_quality(dir: &Path, schema: &Path) -> (f64, f64, usize) {
 }
 
 #[test]
+#[allow(clippy::print_stdout)] // the figures are part of the test's report
 fn febrl4_quality_with_the_default_schema() {
     let dir = temp_dir();
     let schema = dir.path().join("linkage.json");
@@ -781,6 +782,7 @@ fn febrl4_quality_with_the_default_schema() {
 }
 
 #[test]
+#[allow(clippy::print_stdout)] // the figures are part of the test's report
 fn febrl4_quality_with_the_clkhash_schema() {
     let dir = temp_dir();
     let (precision, recall, links) =
