@@ -204,3 +204,20 @@ fn example_pipeline_links_releases_and_leaks_nothing() {
 fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The native schema shown in the README is valid, so users can start from it.
+#[test]
+fn readme_schema_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let start = readme.find("```json\n").expect("a json block") + "```json\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let schema =
+        pprl::schema::Schema::from_json(&readme[start..end]).expect("README schema parses");
+    assert_eq!(schema.filter_bits(), 1024);
+    assert_eq!(
+        schema.identifying_columns(),
+        vec!["surname", "date_of_birth"]
+    );
+}
