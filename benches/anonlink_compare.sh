@@ -78,7 +78,8 @@ printf '%-28s %10.2f %12.2f %14.0f %10s %9s\n' "pprl --threads 1" "$p1_wall" "$p
 printf '%-28s %10.2f %12.2f %14.0f %10s %9s\n' "pprl --threads $THREADS" "$pn_wall" "$pn_match" \
     "$(echo "$pairs / $pn_match / 1000000" | bc -l)" "$(pprl_links "$WORK/pprl-tn.log")" "$(peak_mib "$WORK/pprl-tn.log")"
 echo
-echo "anonlink: load ${anon_wall}s wall in all; candidate generation $(printf %.2f "$anon_cand") s, solve $(printf %.2f "$(field solve_s)") s; planted pairs found $(field planted_found)/$(field planted)"
+printf 'anonlink: JSON load %.2f s, candidate generation %.2f s, greedy solve %.2f s; planted pairs found %s/%s\n' \
+    "$(field load_s)" "$anon_cand" "$(field solve_s)" "$(field planted_found)" "$(field planted)"
 printf 'ratio per core (anonlink match s / pprl 1-thread match s): %.2fx\n' "$(echo "$anon_match / $p1_match" | bc -l)"
 printf 'ratio end to end (anonlink wall / pprl %s-thread wall):     %.2fx\n' "$THREADS" "$(echo "$anon_wall / $pn_wall" | bc -l)"
 echo

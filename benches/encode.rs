@@ -1,11 +1,18 @@
-//! Encoding throughput (records/s, one core): the first 1000 Febrl4 A records
-//! with the native default schema and the clkhash tutorial schemas.
+//! Encoding throughput (records/s, one core) with the native default schema
+//! and the clkhash tutorial schemas, three ways:
+//!
+//! * `encode_febrl4_a_1000`: the first 1000 Febrl4 A records again and again,
+//!   so the encoder's per-thread memos know every value (steady state of a
+//!   site whose values repeat);
+//! * `encode_febrl4_a_5000_cold`: all 5000 records once with a fresh encoder
+//!   (empty memos), the slowest case for a real file of this size;
+//! * `encode_febrl4_a_1000_no_memo`: memos off, every token hashed.
 //!
 //! `cargo bench --bench encode`
 
 use std::path::Path;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pprl::encode::Encoder;
 use pprl::schema::{Schema, default_schema_json};
 use pprl::secret::Secret;
@@ -57,8 +64,8 @@ fn encode(c: &mut Criterion) {
         ),
     ];
     let mut group = c.benchmark_group("encode_febrl4_a_1000");
-    for (name, text) in schemas {
-        let schema = Schema::from_json(&text).unwrap();
+    for (name, text) in &schemas {
+        let schema = Schema::from_json(text).unwrap();
         let encoder = Encoder::new(&schema, &secret);
         let rows = febrl_rows(&schema, 1000);
         let rows: Vec<Vec<Option<&str>>> = rows
@@ -67,7 +74,56 @@ fn encode(c: &mut Criterion) {
             .collect();
         let mut out = vec![0u8; encoder.filter_bytes()];
         group.throughput(Throughput::Elements(rows.len() as u64));
-        group.bench_function(name, |b| {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                for row in &rows {
+                    encoder.encode_into(row, &mut out).unwrap();
+                    std::hint::black_box(&out);
+                }
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("encode_febrl4_a_5000_cold");
+    for (name, text) in &schemas {
+        let schema = Schema::from_json(text).unwrap();
+        let rows = febrl_rows(&schema, 5000);
+        let rows: Vec<Vec<Option<&str>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let mut out = vec![0u8; Encoder::new(&schema, &secret).filter_bytes()];
+        group.throughput(Throughput::Elements(rows.len() as u64));
+        group.sample_size(20);
+        group.bench_function(*name, |b| {
+            b.iter_batched(
+                || Encoder::new(&schema, &secret),
+                |encoder| {
+                    for row in &rows {
+                        encoder.encode_into(row, &mut out).unwrap();
+                        std::hint::black_box(&out);
+                    }
+                    encoder
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("encode_febrl4_a_1000_no_memo");
+    for (name, text) in &schemas {
+        let schema = Schema::from_json(text).unwrap();
+        let encoder = Encoder::new(&schema, &secret).with_memo_budget(0);
+        let rows = febrl_rows(&schema, 1000);
+        let rows: Vec<Vec<Option<&str>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let mut out = vec![0u8; encoder.filter_bytes()];
+        group.throughput(Throughput::Elements(rows.len() as u64));
+        group.bench_function(*name, |b| {
             b.iter(|| {
                 for row in &rows {
                     encoder.encode_into(row, &mut out).unwrap();

@@ -90,11 +90,12 @@ pub const MAX_TABLES: usize = 256;
 /// The default cap on the pairs of one bucket.
 pub const DEFAULT_MAX_BUCKET_PAIRS: u64 = 1 << 22;
 
-// The cost model's weights, in nanoseconds: hashing, sorting and
-// fingerprinting one record in one table, and checking and scoring one pair
-// (measured on `benches/block.rs`).
-const COST_RECORD: f64 = 40.0;
-const COST_PAIR: f64 = 20.0;
+// The cost model's weights, in nanoseconds of one core: hashing, sorting and
+// fingerprinting one record in one table, and scoring one pair met in a
+// bucket, which at scale is two cache misses for two random clks (measured
+// with `benches/block.rs` at 10^6 records per site).
+const COST_RECORD: f64 = 70.0;
+const COST_PAIR: f64 = 200.0;
 
 // Random pairs sampled by `for_clks` to estimate `F(k)`.
 const SAMPLE_PAIRS: usize = 4096;
@@ -102,6 +103,14 @@ const SAMPLE_PAIRS: usize = 4096;
 // The record's site in a sort entry (bit 31 of the low half).
 const SIDE_B: u64 = 1 << 31;
 const ROW_MASK: u64 = SIDE_B - 1;
+
+// An entry for a record left out of a table (never a real entry: rows are
+// below `ROW_MASK`).
+const EMPTY: u64 = u64::MAX;
+
+// Tables hashed together (each clk read once per batch), and rows per task.
+const BATCH: usize = 8;
+const HASH_ROWS: usize = 2048;
 
 // Sorted entries per parallel task, and tasks whose pairs are held at once.
 const SEGMENT: usize = 1 << 14;
@@ -659,64 +668,165 @@ where
         clks,
         fp: vec![0; clks.len() / words * l],
     });
-    let mut entries: Vec<u64> = Vec::with_capacity(n_a + n_b.unwrap_or(0));
-    for t in 0..l {
-        let table = &tables[t];
-        entries.clear();
-        for (site, side) in [(Some(&mut site_a), 0), (site_b.as_mut(), SIDE_B)] {
-            let Some(site) = site else { continue };
-            entries.par_extend(
-                site.fp
-                    .par_chunks_mut(l)
-                    .zip(site.clks.par_chunks_exact(words))
-                    .enumerate()
-                    .filter_map(|(row, (fp, clk))| {
-                        let (h, dense) = table.hash(clk, params.min_key_bits);
-                        fp[t] = if dense { fingerprint(h) } else { 0 };
-                        dense.then_some(bucket(h) << 32 | side | row as u64)
-                    }),
+    let records = n_a + n_b.unwrap_or(0);
+    let mut keys: Vec<u64> = vec![0; BATCH.min(l) * records];
+    let mut scratch: Vec<u64> = vec![0; BATCH.min(l) * records];
+    for first in (0..l).step_by(BATCH) {
+        let width = BATCH.min(l - first);
+        let batch = &tables[first..first + width];
+        let keys = &mut keys[..width * records];
+        // Each clk is read once per batch of tables.
+        hash_batch(
+            batch,
+            first,
+            &mut site_a,
+            keys,
+            0,
+            words,
+            l,
+            params.min_key_bits,
+        );
+        if let Some(site_b) = site_b.as_mut() {
+            hash_batch(
+                batch,
+                first,
+                site_b,
+                keys,
+                n_a,
+                words,
+                l,
+                params.min_key_bits,
             );
         }
-        stats.sparse_keys += (n_a + n_b.unwrap_or(0) - entries.len()) as u64;
-        entries.par_sort_unstable();
-
-        let ctx = TableCtx {
-            t,
-            l,
-            words,
-            tables: &tables,
-            a: &site_a,
-            b: site_b.as_ref(),
-            max_bucket_pairs: params.max_bucket_pairs,
-        };
-        let segments = segments(&entries, |x, y| bucket_of(*x) == bucket_of(*y));
-        let mut oversize: Vec<Range<usize>> = Vec::new();
-        for wave in segments.chunks(WAVE) {
-            let outs: Vec<_> = wave
-                .par_iter()
-                .map(|range| ctx.segment(&entries, range.clone(), &score))
-                .collect();
-            for (kept, seg_stats, big) in outs {
-                stats.add(&seg_stats);
-                oversize.extend(big);
-                if !kept.is_empty() {
-                    consume(kept);
+        let lens: Vec<usize> = keys
+            .par_chunks_mut(records)
+            .zip(scratch.par_chunks_mut(records))
+            .map(|(k, s)| sort_entries(k, s))
+            .collect();
+        for (tb, &len) in lens.iter().enumerate() {
+            let t = first + tb;
+            let entries = &keys[tb * records..tb * records + len];
+            stats.sparse_keys += (records - len) as u64;
+            let ctx = TableCtx {
+                t,
+                l,
+                words,
+                tables: &tables,
+                a: &site_a,
+                b: site_b.as_ref(),
+                max_bucket_pairs: params.max_bucket_pairs,
+            };
+            let segments = segments(entries, |x, y| bucket_of(*x) == bucket_of(*y));
+            let mut oversize: Vec<Range<usize>> = Vec::new();
+            for wave in segments.chunks(WAVE) {
+                let outs: Vec<_> = wave
+                    .par_iter()
+                    .map(|range| ctx.segment(entries, range.clone(), &score))
+                    .collect();
+                for (kept, seg_stats, big) in outs {
+                    stats.add(&seg_stats);
+                    oversize.extend(big);
+                    if !kept.is_empty() {
+                        consume(kept);
+                    }
                 }
             }
-        }
-        // Rows of skipped buckets did not collide there: later tables must not
-        // take that table for their first collision.
-        for range in oversize {
-            for &e in &entries[range] {
-                let row = (e & ROW_MASK) as usize;
-                match (&mut site_b, e & SIDE_B != 0) {
-                    (Some(site_b), true) => site_b.fp[row * l + t] = 0,
-                    _ => site_a.fp[row * l + t] = 0,
+            // Rows of skipped buckets did not collide there: later tables must
+            // not take that table for their first collision.
+            for range in oversize {
+                for &e in &entries[range] {
+                    let row = (e & ROW_MASK) as usize;
+                    match (&mut site_b, e & SIDE_B != 0) {
+                        (Some(site_b), true) => site_b.fp[row * l + t] = 0,
+                        _ => site_a.fp[row * l + t] = 0,
+                    }
                 }
             }
         }
     }
     Ok(stats)
+}
+
+/// Hashes every row of `site` in the tables of `batch` (tables `first..`):
+/// writes the rows' fingerprints, and their sort entries into `keys` (table
+/// after table, `records` entries each, this site's rows from `offset`; a
+/// sparse key gets [`EMPTY`]).
+#[allow(clippy::too_many_arguments)]
+fn hash_batch(
+    batch: &[Table],
+    first: usize,
+    site: &mut SiteState<'_>,
+    keys: &mut [u64],
+    offset: usize,
+    words: usize,
+    l: usize,
+    min_bits: u32,
+) {
+    let rows = site.clks.len() / words;
+    let records = keys.len() / batch.len();
+    let side = if offset == 0 { 0 } else { SIDE_B };
+    // For each chunk of rows, its slice of every table's entries.
+    let mut per_table: Vec<_> = keys
+        .chunks_mut(records)
+        .map(|k| k[offset..offset + rows].chunks_mut(HASH_ROWS))
+        .collect();
+    let chunks: Vec<Vec<&mut [u64]>> = (0..rows.div_ceil(HASH_ROWS))
+        .map(|_| per_table.iter_mut().filter_map(Iterator::next).collect())
+        .collect();
+    chunks
+        .into_par_iter()
+        .zip(site.fp.par_chunks_mut(HASH_ROWS * l))
+        .zip(site.clks.par_chunks(HASH_ROWS * words))
+        .enumerate()
+        .for_each(|(c, ((mut outs, fp), clks))| {
+            for (r, clk) in clks.chunks_exact(words).enumerate() {
+                let row = (c * HASH_ROWS + r) as u64;
+                for (tb, table) in batch.iter().enumerate() {
+                    let (h, dense) = table.hash(clk, min_bits);
+                    fp[r * l + first + tb] = if dense { fingerprint(h) } else { 0 };
+                    outs[tb][r] = if dense {
+                        bucket(h) << 32 | side | row
+                    } else {
+                        EMPTY
+                    };
+                }
+            }
+        });
+}
+
+/// Drops [`EMPTY`] entries and sorts the rest by bucket, stably (so rows of
+/// A, then of B, ascend within a bucket), with an LSD radix sort on the
+/// bucket's four bytes. Returns the number of entries kept at the front.
+fn sort_entries(keys: &mut [u64], scratch: &mut [u64]) -> usize {
+    let mut n = 0;
+    for i in 0..keys.len() {
+        if keys[i] != EMPTY {
+            keys[n] = keys[i];
+            n += 1;
+        }
+    }
+    let (mut src, mut dst) = (&mut keys[..n], &mut scratch[..n]);
+    let mut counts = [[0usize; 256]; 4];
+    for &e in src.iter() {
+        for (d, c) in counts.iter_mut().enumerate() {
+            c[(e >> (32 + 8 * d)) as usize & 0xFF] += 1;
+        }
+    }
+    for (d, c) in counts.iter_mut().enumerate() {
+        let mut sum = 0;
+        for x in c.iter_mut() {
+            let here = *x;
+            *x = sum;
+            sum += here;
+        }
+        for &e in src.iter() {
+            let digit = (e >> (32 + 8 * d)) as usize & 0xFF;
+            dst[c[digit]] = e;
+            c[digit] += 1;
+        }
+        std::mem::swap(&mut src, &mut dst);
+    }
+    n
 }
 
 #[inline]

@@ -31,24 +31,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write or check a linkage schema (site and linkage unit).
+    #[command(about = "Write or check a linkage schema (site and linkage unit).")]
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
-    /// Encode a site's records into Bloom filters (site).
+    #[command(about = "Encode a site's records into Bloom filters (site).")]
     Encode(encode::EncodeArgs),
-    /// Match the encodings of one or more sites (linkage unit).
+    #[command(about = "Match the encodings of one or more sites (linkage unit).")]
     Match(match_::MatchArgs),
-    /// Split entities.parquet into one entity map per site (linkage unit).
+    #[command(about = "Split entities.parquet into one entity map per site (linkage unit).")]
     Split(split::SplitArgs),
-    /// Attach a site's payload to its entity ids, without identifiers (site).
+    #[command(about = "Attach a site's payload to its entity ids, without identifiers (site).")]
     Release(release::ReleaseArgs),
-    /// Precision, recall and F1 of links against ground truth.
+    #[command(about = "Precision, recall and F1 of links against ground truth.")]
     Evaluate(evaluate::EvaluateArgs),
-    /// Run the whole pipeline on the bundled Febrl4 data.
+    #[command(about = "Run the whole pipeline on the bundled Febrl4 data.")]
     Example(example::ExampleArgs),
-    /// Measure encoding and matching throughput.
+    #[command(about = "Measure encoding and matching throughput.")]
     Bench(bench::BenchArgs),
-    /// Write synthetic site records with ground truth, for tests and benchmarks.
+    #[command(about = "Write synthetic site records with ground truth, for tests and benchmarks.")]
     Generate(generate::GenerateArgs),
 }
 

@@ -129,9 +129,10 @@ impl Draws {
         }
     }
 
-    /// Sets the bits of up to `k` accepted draws read from `bytes`; returns how many.
+    /// Hands `f` the positions of up to `k` accepted draws read from `bytes`;
+    /// returns how many.
     #[inline]
-    fn set_bits(self, bytes: &[u8], k: usize, words: &mut [u64]) -> usize {
+    fn emit(self, bytes: &[u8], k: usize, f: &mut impl FnMut(usize)) -> usize {
         if self.reject_below == 0 {
             // Nothing is rejected (l is a power of two): one position per draw.
             let step = self.width as usize / 8;
@@ -142,7 +143,7 @@ impl Draws {
                 } else {
                     u64::from(u32::from_le_bytes([draw[0], draw[1], draw[2], draw[3]]))
                 };
-                set_bit(words, ((x * self.l) >> self.width) as usize);
+                f(((x * self.l) >> self.width) as usize);
             }
             return n;
         }
@@ -153,7 +154,7 @@ impl Draws {
                     break;
                 }
                 if let Some(i) = self.map(u64::from(u16::from_le_bytes([pair[0], pair[1]]))) {
-                    set_bit(words, i);
+                    f(i);
                     set += 1;
                 }
             }
@@ -164,7 +165,7 @@ impl Draws {
                 }
                 let x = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]);
                 if let Some(i) = self.map(u64::from(x)) {
-                    set_bit(words, i);
+                    f(i);
                     set += 1;
                 }
             }
@@ -226,6 +227,23 @@ impl FieldHasher {
     /// sets its `k` bits among the first `l` bits of `words`.
     #[inline]
     pub fn insert(&self, message: &[u8], k: usize, l: usize, words: &mut [u64]) {
+        self.each_position(message, k, l, |i| set_bit(words, i));
+    }
+
+    /// Appends the `k` bit positions of `message` to `out`.
+    ///
+    /// For every scheme the positions for `k` are the first `k` of the
+    /// positions for any larger `k` (each scheme reads one stream of
+    /// positions and stops after `k`), which lets the token cache keep one
+    /// list per token for every `k`.
+    pub fn positions(&self, message: &[u8], k: usize, l: usize, out: &mut Vec<u32>) {
+        self.each_position(message, k, l, |i| out.push(i as u32));
+    }
+
+    /// Hands `f` the `k` positions of `message` in `0..l`, in stream order
+    /// (repeats included).
+    #[inline]
+    fn each_position(&self, message: &[u8], k: usize, l: usize, mut f: impl FnMut(usize)) {
         match self {
             FieldHasher::Blake2b { key, cores } => {
                 let mut digest = Output::<Blake2bVarCore>::default();
@@ -257,7 +275,7 @@ impl FieldHasher {
                     let mask = l - 1;
                     for pair in digest.chunks_exact(2).take(take) {
                         let v = u16::from_le_bytes([pair[0], pair[1]]) as usize;
-                        set_bit(words, v & mask);
+                        f(v & mask);
                     }
                     remaining -= take;
                     j += 1;
@@ -290,7 +308,7 @@ impl FieldHasher {
                 }
                 let mut g = h1;
                 for _ in 0..k {
-                    set_bit(words, g as usize);
+                    f(g as usize);
                     g += h2v;
                     if g >= l64 {
                         g -= l64;
@@ -304,7 +322,7 @@ impl FieldHasher {
                 // from the extendable output, 64 bytes per compression.
                 if k * draws.width as usize <= 256 {
                     let first = *blake3::keyed_hash(key, message).as_bytes();
-                    let mut set = draws.set_bits(&first, k, words);
+                    let mut set = draws.emit(&first, k, &mut f);
                     if set < k {
                         // Rejected draws (only when l is not a power of two).
                         let mut hasher = blake3::Hasher::new_keyed(key);
@@ -314,7 +332,7 @@ impl FieldHasher {
                         let mut chunk = [0u8; 32];
                         while set < k {
                             reader.fill(&mut chunk);
-                            set += draws.set_bits(&chunk, k - set, words);
+                            set += draws.emit(&chunk, k - set, &mut f);
                         }
                     }
                 } else {
@@ -325,7 +343,7 @@ impl FieldHasher {
                     let mut set = 0;
                     while set < k {
                         reader.fill(&mut block);
-                        set += draws.set_bits(&block, k - set, words);
+                        set += draws.emit(&block, k - set, &mut f);
                     }
                 }
             }

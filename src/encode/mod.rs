@@ -10,9 +10,12 @@
 //! `7 - i % 8` of byte `i / 8` (clkhash's order).
 //!
 //! [`Encoder`] is the fast path: keyed hash states built once, buffers reused
-//! per thread, bits set in `u64` words. [`mod@reference`] is a plain
-//! implementation of the same encoding, which the fast path is tested against.
+//! per thread, bits set in `u64` words, and per-thread memos (`cache.rs`) of
+//! each feature's values and tokens, so that a frequent value or token is
+//! hashed once per thread. [`mod@reference`] is a plain implementation of the
+//! same encoding, which the fast path is tested against.
 
+mod cache;
 mod harden;
 mod hashing;
 mod keys;
@@ -21,15 +24,29 @@ mod value;
 
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use crate::schema::{Feature, FeatureSpec, Schema, Strategy};
 use crate::secret::Secret;
 use crate::tokenize::{TokenizeError, Tokens, tokenize};
-use hashing::FieldHasher;
+use cache::{Memos, Run};
+use hashing::{FieldHasher, set_bit};
+
+/// Bytes of memo per thread and encoder, unless [`Encoder::with_memo_budget`]
+/// says otherwise.
+pub const DEFAULT_MEMO_BUDGET: usize = 16 << 20;
+
+/// How many encoders' memos one thread keeps (the least recently used goes).
+const MEMOS_PER_THREAD: usize = 4;
+
+/// Source of [`Encoder`] identities (never reused, unlike addresses).
+static NEXT_ENCODER_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Encodes records with one schema and one secret. `Send + Sync` and cheap to
-/// share across threads: each thread reuses its own scratch buffers.
-/// `Debug` shows no key.
+/// share across threads: each thread reuses its own scratch buffers and keeps
+/// its own memos of this encoder's values and tokens (see
+/// [`Encoder::with_memo_budget`]). `Debug` shows no key and no value.
 pub struct Encoder {
     l: usize,
     hash_bits: usize,
@@ -40,6 +57,11 @@ pub struct Encoder {
     /// Ignored features that salt another feature.
     blip: Option<Blip>,
     balance: Option<Vec<u32>>,
+    /// Identity of this encoder's memos in each thread's scratch.
+    id: u64,
+    /// Dropped with the encoder, so threads can tell its memos are dead.
+    alive: Arc<()>,
+    memo_budget: usize,
 }
 
 /// BLIP settings: flip threshold on 32-bit draws, and the stream key.
@@ -55,6 +77,9 @@ struct FieldPlan {
     spec: FeatureSpec,
     /// For salts that come from an ignored feature.
     salt_from_ignored: bool,
+    /// The salt's source: its feature index, and its position in `fields`
+    /// unless it is ignored.
+    salt_source: Option<(usize, Option<usize>)>,
     hasher: FieldHasher,
 }
 
@@ -70,6 +95,7 @@ impl fmt::Debug for Encoder {
                     .map(|p| p.identifier.as_str())
                     .collect::<Vec<_>>(),
             )
+            .field("memo_budget", &self.memo_budget)
             .finish_non_exhaustive()
     }
 }
@@ -137,7 +163,8 @@ fn show(bound: &Option<i64>) -> String {
 
 /// Per-thread buffers, reused from record to record.
 #[derive(Default)]
-struct Scratch {
+struct Buffers {
+    /// Prepared values, by feature index.
     values: Vec<String>,
     tmp: String,
     salt: String,
@@ -146,8 +173,40 @@ struct Scratch {
     token_bytes: Vec<u8>,
     message: Vec<u8>,
     words: Vec<u64>,
+    /// One feature's words, while they are computed for the value memo.
+    feature_words: Vec<u64>,
     spare_words: Vec<u64>,
     bytes: Vec<u8>,
+    /// Per encoded feature: the value memo's key and what its look-up gave.
+    memo_keys: Vec<Vec<u8>>,
+    lookups: Vec<Lookup>,
+}
+
+/// What the value memo said about one feature of the record.
+#[derive(Debug, Clone, Copy, Default)]
+enum Lookup {
+    /// Not looked up (no memo, or paused): the value is prepared.
+    #[default]
+    Off,
+    /// Stored: the value is valid, not prepared, and its words are in the memo.
+    Hit(Run),
+    /// Not stored: the value is prepared, and its words go into the memo.
+    Miss,
+}
+
+/// One encoder's memos on one thread.
+struct ThreadMemos {
+    encoder: u64,
+    alive: Weak<()>,
+    memos: Memos,
+}
+
+/// Everything a thread keeps between records.
+#[derive(Default)]
+struct Scratch {
+    buffers: Buffers,
+    /// Least recently used first.
+    memos: Vec<ThreadMemos>,
 }
 
 thread_local! {
@@ -191,6 +250,13 @@ impl Encoder {
                     .salt
                     .as_ref()
                     .is_some_and(|s| schema.features()[s.source].is_ignored());
+                let salt_source = spec.salt.as_ref().map(|s| {
+                    let position = schema.features()[..s.source]
+                        .iter()
+                        .filter(|f| f.spec().is_some())
+                        .count();
+                    (s.source, (!salt_from_ignored).then_some(position))
+                });
                 Some(FieldPlan {
                     index,
                     identifier: feature.identifier().to_owned(),
@@ -202,6 +268,7 @@ impl Encoder {
                     ),
                     spec,
                     salt_from_ignored,
+                    salt_source,
                 })
             })
             .collect();
@@ -220,7 +287,22 @@ impl Encoder {
             balance: hardening
                 .balance
                 .then(|| keys::balance_permutation(secret, 2 * schema.l())),
+            id: NEXT_ENCODER_ID.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
+            memo_budget: DEFAULT_MEMO_BUDGET,
         }
+    }
+
+    /// Sets the bytes of memo each thread may keep for this encoder (shared
+    /// evenly by the features' value and token memos; 0 turns memos off).
+    /// The output is the same whatever the budget; a larger one remembers
+    /// more values and tokens. The default is [`DEFAULT_MEMO_BUDGET`].
+    #[must_use]
+    pub fn with_memo_budget(mut self, bytes: usize) -> Encoder {
+        self.memo_budget = bytes;
+        // Memos already made for the old budget must not be reused.
+        self.id = NEXT_ENCODER_ID.fetch_add(1, Ordering::Relaxed);
+        self
     }
 
     /// Bits in each clk.
@@ -269,37 +351,90 @@ impl Encoder {
             "output buffer of filter_bytes()"
         );
         SCRATCH.with(|scratch| {
-            let scratch = &mut *scratch.borrow_mut();
-            let result = self.encode_with(values, scratch);
+            let Scratch { buffers, memos } = &mut *scratch.borrow_mut();
+            let memos = (self.memo_budget > 0).then(|| self.thread_memos(memos));
+            let result = self.encode_with(values, buffers, memos);
             match result {
-                Ok(()) => harden::write_bytes(&scratch.words, out),
+                Ok(()) => harden::write_bytes(&buffers.words, out),
                 Err(_) => out.fill(0),
             }
             result
         })
     }
 
-    fn encode_with(&self, values: &[Option<&str>], s: &mut Scratch) -> Result<(), FieldError> {
+    /// This encoder's memos among a thread's, made on first use; drops those
+    /// of dropped encoders and, past [`MEMOS_PER_THREAD`], the least recently used.
+    fn thread_memos<'a>(&self, all: &'a mut Vec<ThreadMemos>) -> &'a mut Memos {
+        match all.iter().position(|m| m.encoder == self.id) {
+            Some(i) if i + 1 == all.len() => {}
+            Some(i) => {
+                let mine = all.remove(i);
+                all.push(mine);
+            }
+            None => {
+                all.retain(|m| m.alive.strong_count() > 0);
+                if all.len() >= MEMOS_PER_THREAD {
+                    all.remove(0);
+                }
+                all.push(ThreadMemos {
+                    encoder: self.id,
+                    alive: Arc::downgrade(&self.alive),
+                    memos: Memos::new(self.fields.len(), self.memo_budget),
+                });
+            }
+        }
+        &mut all.last_mut().expect("just found or pushed").memos
+    }
+
+    fn encode_with(
+        &self,
+        values: &[Option<&str>],
+        s: &mut Buffers,
+        mut memos: Option<&mut Memos>,
+    ) -> Result<(), FieldError> {
         if s.values.len() < self.n_features {
             s.values.resize_with(self.n_features, String::new);
         }
-        // Pass 1: every value validated and formatted (salts need other features' values).
-        for plan in &self.fields {
-            value::prepare(
-                &plan.spec,
-                values[plan.index],
-                &mut s.values[plan.index],
-                &mut s.tmp,
-            )
-            .map_err(|reason| FieldError {
-                feature: plan.identifier.clone(),
-                reason,
-            })?;
+        let n = self.fields.len();
+        if s.lookups.len() < n {
+            s.lookups.resize(n, Lookup::Off);
+            s.memo_keys.resize_with(n, Vec::new);
+        }
+        // Pass 1: every value validated and formatted (salts need other
+        // features' values), unless the value memo knows its words.
+        for (p, plan) in self.fields.iter().enumerate() {
+            s.lookups[p] = Lookup::Off;
+            if let Some(memo) = memos.as_deref_mut().map(|m| &mut m.features[p].values)
+                && memo.active()
+            {
+                // The raw value, then 0xFF (never in UTF-8) and the salt
+                // source's raw value: all that the feature's words depend on.
+                let key = &mut s.memo_keys[p];
+                key.clear();
+                key.extend_from_slice(values[plan.index].unwrap_or("").as_bytes());
+                if let Some((source, _)) = plan.salt_source {
+                    key.push(0xFF);
+                    key.extend_from_slice(values[source].unwrap_or("").as_bytes());
+                }
+                if let Some(run) = memo.lookup(key) {
+                    s.lookups[p] = Lookup::Hit(run);
+                    continue;
+                }
+                s.lookups[p] = Lookup::Miss;
+            }
+            self.prepare(plan, values, &mut s.values, &mut s.tmp)?;
         }
         // Pass 2: tokens hashed into the filter.
+        let n_words = self.hash_bits.div_ceil(64);
         s.words.clear();
-        s.words.resize(self.hash_bits.div_ceil(64), 0);
-        for plan in &self.fields {
+        s.words.resize(n_words, 0);
+        for (p, plan) in self.fields.iter().enumerate() {
+            let mut feature_memos = memos.as_deref_mut().map(|m| &mut m.features[p]);
+            let lookup = s.lookups[p];
+            if let (Lookup::Hit(run), Some(m)) = (lookup, feature_memos.as_deref_mut()) {
+                cache::or_sparse(m.values.get(run), &mut s.words);
+                continue;
+            }
             let spec = &plan.spec;
             tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
                 FieldError {
@@ -316,11 +451,25 @@ impl Encoder {
                         value::salt_of_ignored(values[salt.source], &mut s.salt);
                         &s.salt
                     } else {
+                        // A source the value memo knew was not prepared in pass 1.
+                        if let Some((_, Some(q))) = plan.salt_source
+                            && matches!(s.lookups[q], Lookup::Hit(_))
+                        {
+                            self.prepare(&self.fields[q], values, &mut s.values, &mut s.tmp)?;
+                        }
                         &s.values[salt.source]
                     };
                     write_salt_prefix(source, salt.length, &mut s.salt_prefix);
                 }
             }
+            // A value the memo will keep gets its own words first.
+            let target = if matches!(lookup, Lookup::Miss) {
+                s.feature_words.clear();
+                s.feature_words.resize(n_words, 0);
+                &mut s.feature_words
+            } else {
+                &mut s.words
+            };
             let count = s.tokens.len();
             for i in 0..count {
                 let k = spec.strategy.bits_for(i, count);
@@ -342,7 +491,33 @@ impl Encoder {
                     s.message.extend_from_slice(bytes);
                     &s.message
                 };
-                plan.hasher.insert(message, k, self.hash_bits, &mut s.words);
+                let token_memo = feature_memos
+                    .as_deref_mut()
+                    .map(|m| &mut m.tokens)
+                    .and_then(|memo| memo.active().then_some(memo));
+                match token_memo {
+                    Some(memo) => {
+                        let run = match memo.lookup(message) {
+                            Some(run) if run.len() >= k => run,
+                            // New, or known for a smaller k only.
+                            _ => memo.store(message, |out| {
+                                plan.hasher.positions(message, k, self.hash_bits, out);
+                            }),
+                        };
+                        for &position in &memo.get(run)[..k] {
+                            set_bit(target, position as usize);
+                        }
+                    }
+                    _ => plan.hasher.insert(message, k, self.hash_bits, target),
+                }
+            }
+            if let (Lookup::Miss, Some(m)) = (lookup, feature_memos) {
+                m.values.store(&s.memo_keys[p], |out| {
+                    cache::push_sparse(&s.feature_words, out);
+                });
+                for (w, f) in s.words.iter_mut().zip(&s.feature_words) {
+                    *w |= f;
+                }
             }
         }
         harden::xor_fold(&mut s.words, self.hash_bits, self.xor_folds);
@@ -359,6 +534,34 @@ impl Encoder {
             harden::balance(&mut s.words, self.l, perm, &mut s.spare_words);
         }
         Ok(())
+    }
+
+    /// Validates and formats one feature's value into `prepared[plan.index]`.
+    fn prepare(
+        &self,
+        plan: &FieldPlan,
+        values: &[Option<&str>],
+        prepared: &mut [String],
+        tmp: &mut String,
+    ) -> Result<(), FieldError> {
+        value::prepare(&plan.spec, values[plan.index], &mut prepared[plan.index], tmp).map_err(
+            |reason| FieldError {
+                feature: plan.identifier.clone(),
+                reason,
+            },
+        )
+    }
+}
+
+impl Drop for Encoder {
+    /// Drops this encoder's memos on the dropping thread at once; other
+    /// threads drop theirs when they next meet a new encoder, or exit.
+    fn drop(&mut self) {
+        let _ = SCRATCH.try_with(|scratch| {
+            if let Ok(mut scratch) = scratch.try_borrow_mut() {
+                scratch.memos.retain(|m| m.encoder != self.id);
+            }
+        });
     }
 }
 

@@ -332,6 +332,14 @@ mod tests {
     }
 
     fn schema() -> impl Strategy<Value = (Schema, usize)> {
+        schema_salted_by(Just(vec![]))
+    }
+
+    /// Random schemas whose salted features take their salt from the ignored
+    /// feature or, by `sources[i]` (0 is the ignored one), from another feature.
+    fn schema_salted_by(
+        sources: impl Strategy<Value = Vec<usize>>,
+    ) -> impl Strategy<Value = (Schema, usize)> {
         let l = prop::sample::select(vec![8usize, 16, 64, 100, 256, 1000, 1024]);
         let kdf = prop::sample::select(vec![
             json!({"type": "BLAKE3"}),
@@ -345,11 +353,17 @@ mod tests {
             any::<bool>(),
             prop::option::of(0.01f64..0.3),
             prop::collection::vec(feature(), 1..4),
+            sources,
         )
-            .prop_map(|(l, folds, kdf, balance, blip, features)| {
+            .prop_map(|(l, folds, kdf, balance, blip, features, sources)| {
                 let mut all = vec![json!({"identifier": "salt", "ignored": true})];
+                let count = features.len();
                 for (i, mut f) in features.into_iter().enumerate() {
                     f["identifier"] = json!(format!("f{i}"));
+                    let source = sources.get(i).copied().unwrap_or(0) % (count + 1);
+                    if f["hashing"].get("salt").is_some() && source > 0 && source - 1 != i {
+                        f["hashing"]["salt"]["identifier"] = json!(format!("f{}", source - 1));
+                    }
                     // blakeHash needs a power-of-two filter.
                     if !l.is_power_of_two() && f["hashing"]["hash"]["type"] == "blakeHash" {
                         f["hashing"]["hash"] = json!({"type": "blake3"});
@@ -398,6 +412,33 @@ mod tests {
             for row in values {
                 let row: Vec<Option<&str>> = row.iter().take(n).map(|v| v.as_deref()).collect();
                 prop_assert_eq!(encoder.encode(&row), encode(&schema, &secret, &row));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Records drawn from a few values, so the memos hit, with budgets
+        /// from none to tiny (cleared at almost every store) to the default;
+        /// salts come from ignored and encoded features.
+        #[test]
+        fn memoised_encoder_equals_the_reference(
+            (schema, n) in schema_salted_by(prop::collection::vec(0usize..4, 3)),
+            pool in prop::collection::vec(value(), 1..5),
+            rows in prop::collection::vec(prop::collection::vec(any::<prop::sample::Index>(), 4), 10..40),
+            budget in prop_oneof![Just(0usize), 1usize..3000, Just(crate::encode::DEFAULT_MEMO_BUDGET)],
+        ) {
+            let secret = Secret::new("proptest project secret 0123456789").unwrap();
+            let encoder = Encoder::new(&schema, &secret).with_memo_budget(budget);
+            let mut expected = std::collections::HashMap::new();
+            for row in &rows {
+                let row: Vec<Option<&str>> =
+                    row.iter().take(n).map(|i| i.get(&pool).as_deref()).collect();
+                let want = expected
+                    .entry(row.clone())
+                    .or_insert_with(|| encode(&schema, &secret, &row))
+                    .clone();
+                prop_assert_eq!(encoder.encode(&row), want);
             }
         }
     }

@@ -8,7 +8,7 @@
 //! score reaches a threshold, optionally only the top k per record; the solver
 //! ([`crate::solve`]) turns them into links and entities.
 //!
-//! The fast path ([`search`]) sorts both sides by popcount and compares a
+//! The fast path (`search.rs`) sorts both sides by popcount and compares a
 //! record only with the band of popcounts that can reach the threshold, in
 //! cache-sized tiles, with a SIMD kernel picked once at run time ([`Kernel`]),
 //! on rayon's threads. [`scalar`] holds the plain reference that the fast path

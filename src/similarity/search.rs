@@ -9,9 +9,13 @@
 //! is lost to rounding). Records are processed in blocks of [`ROW_BLOCK`] on
 //! rayon's threads; each block walks its band in tiles of [`COL_TILE_BYTES`] that
 //! stay in the L2 cache while every record of the block is compared with them.
+//! The threshold test is done on integers: for each row popcount a table holds
+//! the smallest `|A ∧ B|` that reaches the threshold for every column popcount
+//! (found with [`dice_score`] itself), and the kernel reports only the columns
+//! whose count reaches it, so a score is only computed for a candidate.
 //! Each block returns its own candidates; they are concatenated in block order
 //! and sorted, so the result does not depend on the number of threads. Memory
-//! holds a sorted copy of each side, one count buffer per thread, and the
+//! holds a sorted copy of each side, per block its bands and tables, and the
 //! candidates themselves (at most `k` per record with top-k): never a matrix.
 
 use std::cmp::Ordering;
