@@ -56,14 +56,31 @@
 //!
 //! # Memory and output
 //!
-//! Tables are processed one after the other; within a table, buckets are
-//! formed by sorting one `u64` per record, and processed in parallel. A pair
-//! is emitted only in the first table where it collides: each record keeps a
-//! one-byte fingerprint of its bucket in every table so far, and a pair that
-//! meets in table `j` is checked against tables `< j` (a fingerprint match is
-//! confirmed by recomputing both buckets). So no set of pairs is ever held,
-//! and memory is the clks plus `L` bytes per record plus one table's keys. The
-//! output order is fixed (table, bucket, row), whatever the thread count.
+//! Tables are processed in batches of eight: each clk is read once per batch
+//! and hashed in all eight tables; each table's buckets are then formed by
+//! sorting one `u64` per record (radix sort on the bucket hash) and searched
+//! in parallel, table after table. A pair is emitted only in the first table
+//! where it collides: each record keeps a one-byte fingerprint of its bucket
+//! in every table, and a pair that meets in table `j` is checked against
+//! tables `< j` (a fingerprint match is confirmed by recomputing both
+//! buckets). So no set of pairs is ever held: memory is the clks, `L` bytes
+//! per record, and two `u64` per record and table of the batch. The output
+//! order is fixed (table, bucket, row), whatever the thread count.
+//!
+//! [`lsh_search`] scores every pair met (on rayon's threads) and checks only
+//! the pairs it keeps against the earlier tables: scoring a pair again is
+//! cheaper than the check, and most pairs met score far below the threshold.
+//!
+//! # What limits it: the density of the encodings
+//!
+//! Bit sampling separates true pairs from unrelated ones only as well as
+//! their Hamming distances differ. With clks of density `ρ`, unrelated
+//! records differ in about `2ρ(1 − ρ) l` bits, while a pair at the threshold
+//! differs in `2ρ l (1 − t)`: at `ρ = 0.3`, `t = 0.8` that is 430 against 123
+//! bits of 1024, and LSH leaves one pair in 5,000 at 10^6 records per site;
+//! at `ρ = 0.68` it is 415 against 280, unrelated records already score 0.7,
+//! and LSH saves little (see [`LshPlan::worthwhile`]): compare all pairs,
+//! lower the density of the encoding, or use site-side blocking keys.
 //!
 //! # Guards against huge buckets
 //!
@@ -96,6 +113,10 @@ pub const DEFAULT_MAX_BUCKET_PAIRS: u64 = 1 << 22;
 // with `benches/block.rs` at 10^6 records per site).
 const COST_RECORD: f64 = 70.0;
 const COST_PAIR: f64 = 200.0;
+
+/// Nanoseconds per pair and core of the all-pairs search (length filter,
+/// tiles, AVX-512 or AVX2 popcount) on 1024-bit clks, for [`LshPlan::worthwhile`].
+pub const ALL_PAIRS_NS: f64 = 4.0;
 
 // Random pairs sampled by `for_clks` to estimate `F(k)`.
 const SAMPLE_PAIRS: usize = 4096;
@@ -149,8 +170,21 @@ pub struct LshPlan {
     /// `1 − (1 − π(d, k))^L`: the chance that it collides in at least one.
     pub recall: f64,
     /// `L · P · F(k)`: expected pairs met in buckets, repeats included (the
-    /// comparisons left; compare with all pairs to choose between LSH and all pairs).
+    /// comparisons left).
     pub expected_comparisons: f64,
+    /// `P`: all pairs.
+    pub all_pairs: u64,
+    /// `work(k)` of the cost model, in nanoseconds of one core.
+    pub expected_work_ns: f64,
+}
+
+impl LshPlan {
+    /// Whether LSH is expected to take at most half the time of comparing all
+    /// pairs with the tiled kernel (about [`ALL_PAIRS_NS`] per pair and core).
+    /// For `--blocking auto`.
+    pub fn worthwhile(&self) -> bool {
+        self.expected_work_ns <= 0.5 * self.all_pairs as f64 * ALL_PAIRS_NS
+    }
 }
 
 /// What a blocking run did.
@@ -390,8 +424,12 @@ fn plan(
 ) -> Result<LshPlan, BlockError> {
     let budget = budget(threshold, popcount);
     let records = (n_a + n_b.unwrap_or(0)) as f64;
-    let pairs = all_pairs(n_a, n_b) as f64;
+    let all = all_pairs(n_a, n_b);
+    let pairs = all as f64;
     let mut best: Option<(f64, usize, usize, f64)> = None;
+    let work = |tables: usize, k: usize| {
+        tables as f64 * (records * COST_RECORD + pairs * false_collision(k) * COST_PAIR)
+    };
     let mut pi = 1.0;
     for k in 1..=bits.saturating_sub(budget) {
         pi *= collision_step(bits, budget, k - 1);
@@ -400,12 +438,12 @@ fn plan(
             // π only falls as k grows.
             break;
         }
-        let work = tables as f64 * (records * COST_RECORD + pairs * false_collision(k) * COST_PAIR);
-        if best.is_none_or(|(w, ..)| work < w) {
-            best = Some((work, k, tables, pi));
+        let w = work(tables, k);
+        if best.is_none_or(|(best_w, ..)| w < best_w) {
+            best = Some((w, k, tables, pi));
         }
     }
-    let Some((_, k, tables, collision)) = best else {
+    let Some((expected_work_ns, k, tables, collision)) = best else {
         return Err(BlockError::Unreachable {
             threshold,
             recall: DEFAULT_RECALL,
@@ -429,6 +467,8 @@ fn plan(
         collision,
         recall: 1.0 - (1.0 - collision).powi(tables as i32),
         expected_comparisons: tables as f64 * pairs * false_collision(k),
+        all_pairs: all,
+        expected_work_ns,
     })
 }
 
@@ -794,37 +834,36 @@ fn hash_batch(
         });
 }
 
-/// Drops [`EMPTY`] entries and sorts the rest by bucket, stably (so rows of
-/// A, then of B, ascend within a bucket), with an LSD radix sort on the
-/// bucket's four bytes. Returns the number of entries kept at the front.
+/// Drops [`EMPTY`] entries and sorts the rest, leaving them at the front of
+/// `keys`; returns their number. One pass scatters the entries by the top 12
+/// bits of their bucket into `scratch`, then each part (a few thousand
+/// entries, in cache) is sorted and copied back.
 fn sort_entries(keys: &mut [u64], scratch: &mut [u64]) -> usize {
+    const PARTS: usize = 1 << 12;
+    let part = |e: u64| (e >> (64 - 12)) as usize;
+    let mut starts = vec![0usize; PARTS + 1];
     let mut n = 0;
-    for i in 0..keys.len() {
-        if keys[i] != EMPTY {
-            keys[n] = keys[i];
+    for &e in keys.iter() {
+        if e != EMPTY {
+            starts[part(e) + 1] += 1;
             n += 1;
         }
     }
-    let (mut src, mut dst) = (&mut keys[..n], &mut scratch[..n]);
-    let mut counts = [[0usize; 256]; 4];
-    for &e in src.iter() {
-        for (d, c) in counts.iter_mut().enumerate() {
-            c[(e >> (32 + 8 * d)) as usize & 0xFF] += 1;
+    for p in 0..PARTS {
+        starts[p + 1] += starts[p];
+    }
+    let mut cursor = starts.clone();
+    for &e in keys.iter() {
+        if e != EMPTY {
+            let p = part(e);
+            scratch[cursor[p]] = e;
+            cursor[p] += 1;
         }
     }
-    for (d, c) in counts.iter_mut().enumerate() {
-        let mut sum = 0;
-        for x in c.iter_mut() {
-            let here = *x;
-            *x = sum;
-            sum += here;
-        }
-        for &e in src.iter() {
-            let digit = (e >> (32 + 8 * d)) as usize & 0xFF;
-            dst[c[digit]] = e;
-            c[digit] += 1;
-        }
-        std::mem::swap(&mut src, &mut dst);
+    for p in 0..PARTS {
+        let range = starts[p]..starts[p + 1];
+        scratch[range.clone()].sort_unstable();
+        keys[range.clone()].copy_from_slice(&scratch[range]);
     }
     n
 }
@@ -1327,6 +1366,12 @@ mod tests {
         let pi = collision_probability(1024, plan.budget, p.bits_per_key);
         assert!(1.0 - (1.0 - pi).powi(p.tables as i32) >= 0.99);
         assert!((plan.recall - (1.0 - (1.0 - pi).powi(p.tables as i32))).abs() < 1e-12);
+        assert!(plan.worthwhile());
+        assert!(
+            !LshParams::for_threshold(0.8, 1024, 300.0, 100, Some(100))
+                .unwrap()
+                .worthwhile()
+        );
         // Bigger inputs want longer keys.
         let small = LshParams::for_threshold(0.8, 1024, 300.0, 1000, Some(1000)).unwrap();
         assert!(small.params.bits_per_key < p.bits_per_key);

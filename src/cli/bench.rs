@@ -1,8 +1,174 @@
+//! `pprl bench`: encoding and matching throughput on the bundled Febrl4 data,
+//! side by side with the plain reference implementations, measured in the
+//! same run (ratios, not absolute times, are what carry over between machines).
+
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use pprl::encode::Encoder;
+use pprl::schema::{Schema, default_schema_json};
+use pprl::secret::Secret;
+use pprl::similarity::{Kernel, PackedClks, SearchOptions, scalar, search_pair};
+
+use super::example::{FEBRL4_A, FEBRL4_B};
+
+const CLKHASH_BLAKE_SCHEMA: &str = include_str!("../../fixtures/clkhash_v3_blake.schema.json");
 
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+#[command(
+    long_about = "Measure encoding and matching throughput on the bundled Febrl4 data (2 x 5000 \
+records), next to the plain reference implementations that the fast paths are tested against, in \
+the same run. To compare with clkhash and anonlink themselves, run benches/clkhash_compare.sh and \
+benches/anonlink_compare.sh (they install them into a throw-away virtualenv)."
+)]
+pub struct BenchArgs {
+    /// Worker threads for the parallel figures (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Minimum time spent on each measurement, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+}
 
-pub fn run(_args: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+    let threads = pool.current_num_threads();
+    let min_time = Duration::from_secs_f64(args.seconds.max(0.01));
+    let secret = Secret::new("pprl bench secret, not for real use")?;
+
+    println!("encoding: Febrl4 A, records/s ({threads} threads for the parallel column)");
+    println!(
+        "{:<16} {:>12} {:>12} {:>12} {:>10}",
+        "schema", "reference", "fast, 1 th", "fast, all", "fast/ref"
+    );
+    let schemas = [
+        ("native default", Schema::from_json(&default_schema_json())?),
+        ("clkhash blake", Schema::from_json(CLKHASH_BLAKE_SCHEMA)?),
+    ];
+    for (name, schema) in &schemas {
+        let rows = febrl_rows(FEBRL4_A, schema);
+        let values: Vec<Vec<Option<&str>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let reference = rate(min_time, values.len(), || {
+            for v in &values {
+                let _ = std::hint::black_box(pprl::encode::reference::encode(schema, &secret, v));
+            }
+        });
+        // A fresh encoder per pass, so that its token memo starts cold each time.
+        let one = rate(min_time, values.len(), || {
+            let encoder = Encoder::new(schema, &secret);
+            let mut out = vec![0u8; encoder.filter_bytes()];
+            for v in &values {
+                let _ = std::hint::black_box(encoder.encode_into(v, &mut out));
+            }
+        });
+        let all = pool.install(|| {
+            rate(min_time, values.len(), || {
+                let encoder = Encoder::new(schema, &secret);
+                values.par_iter().for_each_init(
+                    || vec![0u8; encoder.filter_bytes()],
+                    |out, v| {
+                        let _ = std::hint::black_box(encoder.encode_into(v, out));
+                    },
+                );
+            })
+        });
+        println!(
+            "{name:<16} {reference:>12.0} {one:>12.0} {all:>12.0} {:>9.1}x",
+            one / reference
+        );
+    }
+
+    // Matching: all 25 million pairs of the encoded Febrl4 sites.
+    let schema = &schemas[0].1;
+    let encode_site = |csv: &str| -> PackedClks {
+        let encoder = Encoder::new(schema, &secret);
+        let mut bytes = Vec::new();
+        for row in febrl_rows(csv, schema) {
+            let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
+            if let Ok(clk) = encoder.encode(&values) {
+                bytes.extend_from_slice(&clk);
+            }
+        }
+        PackedClks::from_bytes(&bytes, encoder.filter_bytes())
+    };
+    let (a, b) = (encode_site(FEBRL4_A), encode_site(FEBRL4_B));
+    let pairs = a.len() * b.len();
+    let threshold = pprl::matching::DEFAULT_THRESHOLD;
+    println!(
+        "\nmatching: Febrl4 A x B ({pairs} pairs, threshold {threshold}), pairs/s (best kernel: {})",
+        Kernel::best().name()
+    );
+    println!(
+        "{:<16} {:>12} {:>12} {:>12} {:>10}",
+        "search", "reference", "fast, 1 th", "fast, all", "fast/ref"
+    );
+    let reference = rate(min_time, pairs, || {
+        std::hint::black_box(scalar::all_pairs(&a, &b, threshold));
+    });
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    for length_filter in [false, true] {
+        let options = SearchOptions {
+            length_filter,
+            ..SearchOptions::new(threshold)
+        };
+        let search = || std::hint::black_box(search_pair(&a, &b, &options, &|_| {}));
+        let one = single.install(|| rate(min_time, pairs, || drop(search())));
+        let all = pool.install(|| rate(min_time, pairs, || drop(search())));
+        let name = if length_filter {
+            "length filter"
+        } else {
+            "all pairs"
+        };
+        println!(
+            "{name:<16} {reference:>12.0} {one:>12.0} {all:>12.0} {:>9.1}x",
+            one / reference
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Items per second of `work` (which handles `items` items), repeated until
+/// at least `min_time` has passed.
+fn rate(min_time: Duration, items: usize, mut work: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while rounds == 0 || start.elapsed() < min_time {
+        work();
+        rounds += 1;
+    }
+    (rounds * items as u64) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Febrl's rows (", "-separated, no quoting) as values in `schema`'s feature
+/// order; features without a column are `None`.
+fn febrl_rows(csv: &str, schema: &Schema) -> Vec<Vec<Option<String>>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let columns: Vec<Option<usize>> = schema
+        .features()
+        .iter()
+        .map(|f| header.iter().position(|h| *h == f.identifier()))
+        .collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            columns
+                .iter()
+                .map(|c| c.and_then(|c| fields.get(c)).map(|v| (*v).to_owned()))
+                .collect()
+        })
+        .collect()
 }

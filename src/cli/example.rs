@@ -18,8 +18,8 @@ use pprl::site::{EncodeOptions, MaxRejects, OutputFormat};
 
 /// Febrl4 (synthetic records from the Febrl generator; see fixtures/DATA.md),
 /// compiled in so that the example needs nothing but the binary.
-const FEBRL4_A: &str = include_str!("../../fixtures/febrl4_a.csv");
-const FEBRL4_B: &str = include_str!("../../fixtures/febrl4_b.csv");
+pub(crate) const FEBRL4_A: &str = include_str!("../../fixtures/febrl4_a.csv");
+pub(crate) const FEBRL4_B: &str = include_str!("../../fixtures/febrl4_b.csv");
 
 #[derive(Debug, clap::Args)]
 pub struct ExampleArgs {

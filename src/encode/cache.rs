@@ -21,64 +21,52 @@
 //! overwritten with zeros when a memo is cleared or dropped. The encoder hands
 //! on exactly the bits it would compute without them.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// The FxHash multiplier (as in rustc): fast and good enough for short keys
-/// that come from the site's own data.
+/// The FxHash multiplier (as in rustc).
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-/// A fast non-cryptographic hasher for the memo tables, eight bytes at a time.
-#[derive(Default, Clone, Copy, Debug)]
-pub(super) struct FxHasher {
-    hash: u64,
-}
-
-impl FxHasher {
-    #[inline(always)]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+/// A fast non-cryptographic hash of a memo key (FxHash eight bytes at a
+/// time, then a final mix so that the low bits, which pick the slot, depend
+/// on every byte). Never 0, which marks an empty slot. The keys come from the
+/// site's own data, so there is no adversary to resist.
+#[inline]
+fn hash_key(key: &[u8]) -> u64 {
+    let mut h = key.len() as u64;
+    let mut add = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
     }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        add(u64::from_le_bytes(last));
+    }
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    h ^= h >> 32;
+    h.max(1)
 }
 
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+/// Byte-string equality without a call into `memcmp` (keys are short).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        if p != q {
+            return false;
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
     }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The table takes its bucket from the low bits and its tag from the
-        // top seven: the rotation brings the well-mixed high bits down.
-        self.hash.rotate_left(26)
-    }
+    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
-
-type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// Where a memo's values for one key lie in its arena.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Run {
     start: u32,
     len: u32,
@@ -91,13 +79,12 @@ impl Run {
     }
 }
 
-/// Bytes counted for each entry on top of its key and values: the table slot,
-/// the key's allocation header and rounding.
-const ENTRY_OVERHEAD: usize = 48;
 /// Look-ups per window of the hit-rate check.
 const WINDOW: u32 = 1024;
 /// Look-ups a memo sits out after a window with too few hits.
 const PAUSE: u32 = 32 * WINDOW;
+/// Slots of a memo's table when it first stores something.
+const FIRST_SLOTS: usize = 64;
 
 /// Hit-rate bookkeeping of one memo.
 #[derive(Debug, Default)]
@@ -132,12 +119,23 @@ impl Policy {
     }
 }
 
-/// A bounded memo from byte strings to runs of `T` kept in one arena.
+/// One slot of a memo's open-addressing table; `hash == 0` when empty.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    hash: u64,
+    key_start: u32,
+    key_len: u32,
+    run: Run,
+}
+
+/// A bounded memo from byte strings to runs of `T`: a linear-probing table
+/// whose keys lie in one byte arena and whose values in another, so a store
+/// allocates nothing once the arenas have grown.
 pub(super) struct Memo<T: Copy + Default> {
-    map: HashMap<Box<[u8]>, Run, FxBuild>,
+    slots: Vec<Slot>,
+    entries: usize,
+    keys: Vec<u8>,
     arena: Vec<T>,
-    /// Bytes counted so far (replaced runs stay counted until the next clear).
-    bytes: usize,
     cap: usize,
     policy: Policy,
 }
@@ -146,23 +144,31 @@ impl<T: Copy + Default> fmt::Debug for Memo<T> {
     /// Sizes only: the keys are identifier values.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Memo")
-            .field("entries", &self.map.len())
-            .field("bytes", &self.bytes)
+            .field("entries", &self.entries)
+            .field("bytes", &self.bytes())
             .field("cap", &self.cap)
             .finish()
     }
 }
 
 impl<T: Copy + Default> Memo<T> {
-    /// An empty memo that holds about `cap` bytes at most (0: never stores).
+    /// An empty memo that holds about `cap` bytes at most, or one table of
+    /// [`FIRST_SLOTS`] slots if that is more (0: never stores).
     pub fn new(cap: usize) -> Memo<T> {
         Memo {
-            map: HashMap::default(),
+            slots: Vec::new(),
+            entries: 0,
+            keys: Vec::new(),
             arena: Vec::new(),
-            bytes: 0,
             cap,
             policy: Policy::default(),
         }
+    }
+
+    /// Bytes in use: the table, the keys, and the values (replaced runs
+    /// stay until the next clear).
+    fn bytes(&self) -> usize {
+        self.slots.len() * size_of::<Slot>() + self.keys.len() + self.arena.len() * size_of::<T>()
     }
 
     /// Whether to look this key up (false while the memo is off or paused).
@@ -171,10 +177,34 @@ impl<T: Copy + Default> Memo<T> {
         self.cap > 0 && self.policy.active()
     }
 
+    /// The slot holding `key`, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.hash == 0 {
+                return Err(i);
+            }
+            if slot.hash == hash {
+                let start = slot.key_start as usize;
+                if same(&self.keys[start..start + slot.key_len as usize], key) {
+                    return Ok(i);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// The run stored for `key`, if any; counts towards the hit rate.
     #[inline]
     pub fn lookup(&mut self, key: &[u8]) -> Option<Run> {
-        let run = self.map.get(key).copied();
+        let run = if self.entries == 0 {
+            None
+        } else {
+            self.find(hash_key(key), key).ok().map(|i| self.slots[i].run)
+        };
         self.policy.record(run.is_some());
         run
     }
@@ -189,8 +219,14 @@ impl<T: Copy + Default> Memo<T> {
     /// (replacing what `key` had) and returns their run. Clears the memo
     /// first when it is full, so it may exceed its cap by one entry.
     pub fn store(&mut self, key: &[u8], fill: impl FnOnce(&mut Vec<T>)) -> Run {
-        if self.bytes >= self.cap || self.arena.len() >= u32::MAX as usize / 2 {
+        let limit = u32::MAX as usize / 2;
+        if self.bytes() >= self.cap || self.arena.len() >= limit || self.keys.len() >= limit {
             self.clear();
+        }
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); FIRST_SLOTS];
+        } else if 2 * (self.entries + 1) > self.slots.len() {
+            self.grow();
         }
         let start = self.arena.len();
         fill(&mut self.arena);
@@ -198,27 +234,48 @@ impl<T: Copy + Default> Memo<T> {
             start: start as u32,
             len: (self.arena.len() - start) as u32,
         };
-        self.bytes += run.len() * size_of::<T>();
-        match self.map.get_mut(key) {
-            Some(old) => *old = run,
-            None => {
-                self.bytes += key.len() + ENTRY_OVERHEAD;
-                self.map.insert(Box::from(key), run);
+        let hash = hash_key(key);
+        match self.find(hash, key) {
+            Ok(i) => self.slots[i].run = run,
+            Err(i) => {
+                self.slots[i] = Slot {
+                    hash,
+                    key_start: self.keys.len() as u32,
+                    key_len: key.len() as u32,
+                    run,
+                };
+                self.keys.extend_from_slice(key);
+                self.entries += 1;
             }
         }
         run
     }
 
-    /// Forgets everything, overwriting keys and values with zeros first.
-    pub fn clear(&mut self) {
-        for (mut key, _) in self.map.drain() {
-            key.fill(0);
-            std::hint::black_box(&key);
+    /// Doubles the table.
+    fn grow(&mut self) {
+        let bigger = vec![Slot::default(); 2 * self.slots.len()];
+        let old = std::mem::replace(&mut self.slots, bigger);
+        let mask = self.slots.len() - 1;
+        for slot in old.into_iter().filter(|s| s.hash != 0) {
+            let mut i = slot.hash as usize & mask;
+            while self.slots[i].hash != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
         }
+    }
+
+    /// Forgets everything, overwriting keys, hashes and values with zeros.
+    pub fn clear(&mut self) {
+        self.keys.fill(0);
+        std::hint::black_box(&self.keys);
+        self.keys.clear();
         self.arena.fill(T::default());
         std::hint::black_box(&self.arena);
         self.arena.clear();
-        self.bytes = 0;
+        self.slots.fill(Slot::default());
+        std::hint::black_box(&self.slots);
+        self.entries = 0;
     }
 }
 
@@ -319,7 +376,7 @@ mod tests {
 
     #[test]
     fn memo_stores_replaces_and_clears_when_full() {
-        let mut m: Memo<u32> = Memo::new(4 * (ENTRY_OVERHEAD + 8));
+        let mut m: Memo<u32> = Memo::new(FIRST_SLOTS * size_of::<Slot>() + 40);
         assert!(m.active());
         assert_eq!(m.lookup(b"ab"), None);
         let run = m.store(b"ab", |a| a.extend([1, 2, 3]));
@@ -332,7 +389,7 @@ mod tests {
         assert_eq!(m.lookup(b"ab\0"), None);
         for i in 0..10u8 {
             m.store(&[i; 3], |a| a.push(u32::from(i)));
-            assert!(m.bytes <= m.cap + 3 + 4 + ENTRY_OVERHEAD, "{m:?}");
+            assert!(m.bytes() <= m.cap + 3 + 4, "{m:?}");
         }
         assert_eq!(stored(&mut m, &[9; 3]).unwrap(), [9]);
         assert!(m.lookup(b"ab").is_none(), "cleared when full");
@@ -368,16 +425,33 @@ mod tests {
     }
 
     #[test]
-    fn fx_hasher_spreads_short_keys() {
-        use std::hash::BuildHasher;
-        let build = FxBuild::default();
+    fn key_hash_spreads_short_keys_and_equality_is_exact() {
         let mut buckets = [0u32; 64];
         for a in b'a'..=b'z' {
             for b in b'a'..=b'z' {
-                buckets[(build.hash_one([a, b].as_slice()) & 63) as usize] += 1;
+                buckets[(hash_key(&[a, b]) & 63) as usize] += 1;
             }
         }
         // 676 keys over 64 buckets: about 10.6 each.
         assert!(buckets.iter().all(|&c| (2..30).contains(&c)), "{buckets:?}");
+        assert_ne!(hash_key(b"ab"), hash_key(b"ab\0"));
+        assert!(same(b"0123456789", b"0123456789"));
+        assert!(!same(b"0123456789", b"0123456788"));
+        assert!(!same(b"01234567", b"0123456"));
+        assert!(same(b"", b""));
+    }
+
+    #[test]
+    fn memo_table_grows_and_finds_every_key() {
+        let mut m: Memo<u32> = Memo::new(1 << 30);
+        for i in 0..5000u32 {
+            let key = format!("k{i}");
+            m.store(key.as_bytes(), |a| a.push(i));
+        }
+        assert!(m.slots.len() >= 2 * m.entries);
+        for i in 0..5000u32 {
+            assert_eq!(stored(&mut m, format!("k{i}").as_bytes()).unwrap(), [i]);
+        }
+        assert!(stored(&mut m, b"k5000").is_none());
     }
 }
