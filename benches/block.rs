@@ -18,6 +18,7 @@
 //!   several tables counts each time) and the reduction ratio `1 − comparisons / all pairs`;
 //! - `lsh s`: planning, candidate generation and scoring of every candidate
 //!   (threshold 0.8, with the library's best `|A ∧ B|` kernel), links sorted;
+//! - `lsh cpu`: the CPU seconds of the same (all threads);
 //! - `peak MiB`: VmHWM from the start of blocking (the clks included) to its end;
 //! - `all-pairs s`: the library's all-pairs search (length filter, tiled SIMD
 //!   kernel). Above `--all-pairs-max` records it runs on the first
@@ -107,7 +108,7 @@ fn main() {
         Kernel::best().name()
     );
     println!(
-        "{:<8} {:>9} {:>3} {:>4} {:>12} {:>8} {:>8} {:>9} {:>12} {:>7} {:>15} {:>8}",
+        "{:<8} {:>9} {:>3} {:>4} {:>12} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7} {:>15} {:>8}",
         "data",
         "records",
         "k",
@@ -115,6 +116,7 @@ fn main() {
         "comparisons",
         "RR",
         "lsh s",
+        "lsh cpu",
         "peak MiB",
         "all-pairs s",
         "PC",
@@ -146,6 +148,21 @@ fn proc_status_mib(key: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).
@@ -188,6 +205,7 @@ fn run(data: &str, n: usize, o: &Options) {
     // Blocking and scoring: what `pprl match --blocking lsh` will do.
     reset_peak();
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let kernel = Kernel::best();
     let plan = LshParams::for_clks(THRESHOLD, &a, Some(&b), words).unwrap();
     let pop = |clk: &[u64]| clk.iter().map(|w| w.count_ones()).sum::<u32>();
@@ -217,6 +235,7 @@ fn run(data: &str, n: usize, o: &Options) {
     .unwrap();
     links.sort_unstable_by_key(|&(i, j, _)| (i, j));
     let lsh_s = started.elapsed().as_secs_f64();
+    let lsh_cpu = cpu_seconds() - cpu_started;
     let peak = proc_status_mib("VmHWM");
 
     // All pairs, exact or on a sample of A's rows.
@@ -258,7 +277,7 @@ fn run(data: &str, n: usize, o: &Options) {
         .count();
     let share = |k: usize| k as f64 / in_sample.len().max(1) as f64;
     println!(
-        "{:<8} {:>9} {:>3} {:>4} {:>12} {:>8.6} {:>8.2} {:>9.0} {:>12} {:>7.4} {:>15} {:>8.1}",
+        "{:<8} {:>9} {:>3} {:>4} {:>12} {:>8.6} {:>8.2} {:>8.2} {:>9.0} {:>12} {:>7.4} {:>15} {:>8.1}",
         data,
         n,
         plan.params.bits_per_key,
@@ -266,6 +285,7 @@ fn run(data: &str, n: usize, o: &Options) {
         stats.comparisons,
         stats.reduction_ratio(),
         lsh_s,
+        lsh_cpu,
         peak,
         format!("{}{:.2}", if rows < n { "~" } else { "" }, all_s),
         pc,

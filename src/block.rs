@@ -133,6 +133,9 @@ const EMPTY: u64 = u64::MAX;
 const BATCH: usize = 8;
 const HASH_ROWS: usize = 2048;
 
+// Pairs met whose clks are fetched together before they are scored.
+const PENDING: usize = 32;
+
 // Sorted entries per parallel task, and tasks whose pairs are held at once.
 const SEGMENT: usize = 1 << 14;
 const WAVE: usize = 32;
@@ -911,6 +914,7 @@ impl TableCtx<'_> {
         let mut kept = Vec::new();
         let mut stats = BlockStats::default();
         let mut oversize = Vec::new();
+        let mut pending = Vec::with_capacity(PENDING);
         let mut start = range.start;
         while start < range.end {
             let key = bucket_of(entries[start]);
@@ -933,28 +937,54 @@ impl TableCtx<'_> {
                 oversize.push(start..end);
             } else if met > 0 {
                 stats.comparisons += met;
-                let other = self.b.unwrap_or(self.a);
                 for (p, &ea) in ga.iter().enumerate() {
-                    let i = (ea & ROW_MASK) as usize;
+                    let i = (ea & ROW_MASK) as u32;
                     // Within one site, only the rows after `i` (rows ascend in a bucket).
                     let partners = if self.b.is_some() { gb } else { &gb[p + 1..] };
                     for &eb in partners {
-                        let j = (eb & ROW_MASK) as usize;
-                        let Some(s) = score(i as u32, j as u32) else {
-                            continue;
-                        };
-                        if self.first_collision(self.a, i, other, j) {
-                            kept.push((i as u32, j as u32, s));
-                        } else {
-                            stats.repeats += 1;
+                        pending.push((i, (eb & ROW_MASK) as u32));
+                        if pending.len() == PENDING {
+                            self.flush(&mut pending, score, &mut kept, &mut stats);
                         }
                     }
                 }
             }
             start = end;
         }
+        self.flush(&mut pending, score, &mut kept, &mut stats);
         stats.candidates = kept.len() as u64;
         (kept, stats, oversize)
+    }
+
+    /// Scores the pending pairs and keeps those met here first. The clks of
+    /// all pending pairs are touched first: the loads are independent, so the
+    /// memory system fetches them together instead of one miss at a time.
+    fn flush<S>(
+        &self,
+        pending: &mut Vec<(u32, u32)>,
+        score: &(impl Fn(u32, u32) -> Option<S> + Sync),
+        kept: &mut Vec<(u32, u32, S)>,
+        stats: &mut BlockStats,
+    ) {
+        let other = self.b.unwrap_or(self.a);
+        let w = self.words;
+        let mut touch = 0u64;
+        for &(i, j) in pending.iter() {
+            let (x, y) = (i as usize * w, j as usize * w);
+            touch ^= self.a.clks[x] ^ other.clks[y];
+            touch ^= self.a.clks[x + w - 1] ^ other.clks[y + w - 1];
+        }
+        std::hint::black_box(touch);
+        for (i, j) in pending.drain(..) {
+            let Some(s) = score(i, j) else {
+                continue;
+            };
+            if self.first_collision(self.a, i as usize, other, j as usize) {
+                kept.push((i, j, s));
+            } else {
+                stats.repeats += 1;
+            }
+        }
     }
 
     /// Whether tables `< t` never put rows `i` (of `x`) and `j` (of `y`) in one bucket.

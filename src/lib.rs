@@ -22,6 +22,63 @@
 //!
 //! The secret only ever lives in a [`secret::Secret`], which refuses to be
 //! printed.
+//!
+//! # Example: encode two tiny sites and match them
+//!
+//! ```
+//! use pprl::encode::Encoder;
+//! use pprl::io::clk_file::{ClkFile, ClkMeta, popcount};
+//! use pprl::matching::{MatchOptions, NoProgress, match_files};
+//! use pprl::schema::{Schema, default_schema_json};
+//! use pprl::secret::Secret;
+//!
+//! let schema = Schema::from_json(&default_schema_json())?;
+//! let secret = Secret::new("a project secret shared by the sites")?;
+//! let encoder = Encoder::new(&schema, &secret);
+//!
+//! // Each site encodes its records (values in the schema's feature order).
+//! let site = |name: &str, records: &[(&str, &str, &str, &str)]| -> ClkFile {
+//!     let mut file = ClkFile {
+//!         meta: ClkMeta {
+//!             engine_version: pprl::ENGINE_VERSION.into(),
+//!             site: name.into(),
+//!             schema_fingerprint: Some(schema.fingerprint()),
+//!             filter_bits: schema.filter_bits(),
+//!             key_check_value: Some(secret.key_check_value()),
+//!         },
+//!         ids: vec![], clks: vec![], popcounts: vec![],
+//!     };
+//!     for &(id, given_name, surname, date_of_birth) in records {
+//!         let values: Vec<Option<&str>> = schema.features().iter().map(|f| {
+//!             match f.identifier() {
+//!                 "given_name" => Some(given_name),
+//!                 "surname" => Some(surname),
+//!                 "date_of_birth" => Some(date_of_birth),
+//!                 _ => None,
+//!             }
+//!         }).collect();
+//!         let clk = encoder.encode(&values).expect("valid record");
+//!         file.ids.push(id.into());
+//!         file.popcounts.push(popcount(&clk));
+//!         file.clks.extend_from_slice(&clk);
+//!     }
+//!     file
+//! };
+//! let a = site("A", &[("a1", "Marie", "Dupont", "1951-11-11"), ("a2", "Jan", "Peeters", "1980-02-29")]);
+//! let b = site("B", &[("b1", "Jan", "Peters", "29/02/1980"), ("b2", "MARIE", "DUPÖNT", "19511111")]);
+//!
+//! // The linkage unit sees only the clks.
+//! let outcome = match_files(
+//!     &MatchOptions::default(),
+//!     vec![("a".into(), a), ("b".into(), b)],
+//!     &NoProgress,
+//! )?;
+//! let links: Vec<_> = outcome.links.iter()
+//!     .map(|l| (outcome.record(l.a).1, outcome.record(l.b).1))
+//!     .collect();
+//! assert_eq!(links, [("a1", "b2"), ("a2", "b1")]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod block;
 pub mod encode;

@@ -26,23 +26,27 @@ use std::fmt;
 /// The FxHash multiplier (as in rustc).
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-/// A fast non-cryptographic hash of a memo key (FxHash eight bytes at a
-/// time, then a final mix so that the low bits, which pick the slot, depend
-/// on every byte). Never 0, which marks an empty slot. The keys come from the
-/// site's own data, so there is no adversary to resist.
+/// A fast non-cryptographic hash of a memo key: FxHash over the length and
+/// eight-byte words (the last word, or for short keys two half words, read
+/// overlapping, so no byte is copied), then a final mix so that the low bits,
+/// which pick the slot, depend on every byte. Never 0, which marks an empty
+/// slot. The keys come from the site's own data: no adversary to resist.
 #[inline]
 fn hash_key(key: &[u8]) -> u64 {
     let mut h = key.len() as u64;
     let mut add = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
-    let mut chunks = key.chunks_exact(8);
-    for chunk in &mut chunks {
-        add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        add(u64::from_le_bytes(last));
+    let n = key.len();
+    let word = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| u64::from(u32::from_le_bytes(key[at..at + 4].try_into().expect("4")));
+    if n >= 8 {
+        for at in (0..n - 8).step_by(8) {
+            add(word(at));
+        }
+        add(word(n - 8));
+    } else if n >= 4 {
+        add(half(0) | half(n - 4) << 32);
+    } else if n > 0 {
+        add(u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16);
     }
     h ^= h >> 32;
     h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);

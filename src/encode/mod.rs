@@ -213,6 +213,15 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// The value memo's key of a feature: its raw value, or for a salted
+/// feature the key built in `salted` (raw value, 0xFF, salt source's raw value).
+fn value_key<'a>(plan: &FieldPlan, values: &[Option<&'a str>], salted: &'a [u8]) -> &'a [u8] {
+    match plan.salt_source {
+        Some(_) => salted,
+        None => values[plan.index].unwrap_or("").as_bytes(),
+    }
+}
+
 /// The most bits one token of a feature can set.
 fn max_bits_per_token(strategy: Strategy) -> usize {
     match strategy {
@@ -409,14 +418,14 @@ impl Encoder {
             {
                 // The raw value, then 0xFF (never in UTF-8) and the salt
                 // source's raw value: all that the feature's words depend on.
-                let key = &mut s.memo_keys[p];
-                key.clear();
-                key.extend_from_slice(values[plan.index].unwrap_or("").as_bytes());
                 if let Some((source, _)) = plan.salt_source {
+                    let key = &mut s.memo_keys[p];
+                    key.clear();
+                    key.extend_from_slice(values[plan.index].unwrap_or("").as_bytes());
                     key.push(0xFF);
                     key.extend_from_slice(values[source].unwrap_or("").as_bytes());
                 }
-                if let Some(run) = memo.lookup(key) {
+                if let Some(run) = memo.lookup(value_key(plan, values, &s.memo_keys[p])) {
                     s.lookups[p] = Lookup::Hit(run);
                     continue;
                 }
@@ -512,7 +521,7 @@ impl Encoder {
                 }
             }
             if let (Lookup::Miss, Some(m)) = (lookup, feature_memos) {
-                m.values.store(&s.memo_keys[p], |out| {
+                m.values.store(value_key(plan, values, &s.memo_keys[p]), |out| {
                     cache::push_sparse(&s.feature_words, out);
                 });
                 for (w, f) in s.words.iter_mut().zip(&s.feature_words) {
