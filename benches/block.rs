@@ -1,3 +1,4 @@
+#![allow(clippy::type_complexity)]
 //! Blocking at scale: LSH candidate generation plus Dice scoring of the
 //! candidates, against all pairs, with time and peak memory.
 //!

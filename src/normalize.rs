@@ -74,21 +74,23 @@ impl Normalization {
     /// `out` has grown to the size of the values it sees.
     pub fn apply_into(&self, value: &str, out: &mut String) {
         out.clear();
+        let mut sink = Sink {
+            out,
+            collapse: self.collapse_whitespace,
+            pending_space: false,
+        };
         // Fast path: pure ASCII needs no Unicode decomposition.
         if value.is_ascii() || !self.fold_accents {
             for c in value.chars() {
-                self.push_folded(c, out);
+                self.push_folded(c, &mut sink);
             }
         } else {
             let kept = value
                 .chars()
                 .filter(|&c| !(self.remove_punctuation && is_apostrophe(c)));
             for c in kept.nfkd().filter(|&c| !is_combining_mark(c)) {
-                self.push_folded(c, out);
+                self.push_folded(c, &mut sink);
             }
-        }
-        if self.collapse_whitespace {
-            collapse_whitespace_in_place(out);
         }
     }
 
@@ -99,8 +101,9 @@ impl Normalization {
         out
     }
 
-    /// Steps 1, 3 and 4 for one character (step 2 is done by the caller).
-    fn push_folded(&self, c: char, out: &mut String) {
+    /// Steps 1, 3 and 4 for one character (step 2 is done by the caller,
+    /// step 5 by the sink).
+    fn push_folded(&self, c: char, out: &mut Sink<'_>) {
         if self.remove_punctuation {
             if is_apostrophe(c) {
                 return;
@@ -114,9 +117,12 @@ impl Normalization {
             if c.is_ascii() {
                 out.push(c.to_ascii_lowercase());
             } else if c == 'ß' || c == 'ẞ' {
-                out.push_str("ss");
+                out.push('s');
+                out.push('s');
             } else {
-                out.extend(c.to_lowercase());
+                for lower in c.to_lowercase() {
+                    out.push(lower);
+                }
             }
         } else {
             out.push(c);
@@ -124,25 +130,33 @@ impl Normalization {
     }
 }
 
-/// Collapses whitespace runs to one ASCII space and trims, in place.
-fn collapse_whitespace_in_place(s: &mut String) {
-    let needs_work = s.starts_with(char::is_whitespace)
-        || s.ends_with(char::is_whitespace)
-        || s.chars()
-            .zip(s.chars().skip(1))
-            .any(|(a, b)| a.is_whitespace() && (b.is_whitespace() || a != ' '));
-    if !needs_work {
-        return;
-    }
-    let mut collapsed = String::with_capacity(s.len());
-    for word in s.split_whitespace() {
-        if !collapsed.is_empty() {
-            collapsed.push(' ');
+/// Where normalised characters go: step 5 (collapse whitespace) on the fly,
+/// so no second pass and no second buffer. Lower-casing never yields
+/// whitespace, so collapsing the characters as they come equals collapsing
+/// the finished string.
+struct Sink<'a> {
+    out: &'a mut String,
+    collapse: bool,
+    /// A whitespace run since the last character pushed (after the first).
+    pending_space: bool,
+}
+
+impl Sink<'_> {
+    #[inline]
+    fn push(&mut self, c: char) {
+        if self.collapse {
+            if c.is_whitespace() {
+                // Leading whitespace is dropped; trailing never written.
+                self.pending_space = !self.out.is_empty();
+                return;
+            }
+            if self.pending_space {
+                self.out.push(' ');
+                self.pending_space = false;
+            }
         }
-        collapsed.push_str(word);
+        self.out.push(c);
     }
-    s.clear();
-    s.push_str(&collapsed);
 }
 
 /// One `strptime` directive of a [`DateFormat`].
@@ -390,6 +404,48 @@ impl DateFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The normalisation as first written: fold every character, then
+    /// collapse whitespace on the finished string.
+    fn two_pass(n: &Normalization, value: &str) -> String {
+        let mut folded = String::new();
+        let mut sink = Sink {
+            out: &mut folded,
+            collapse: false,
+            pending_space: false,
+        };
+        if value.is_ascii() || !n.fold_accents {
+            value.chars().for_each(|c| n.push_folded(c, &mut sink));
+        } else {
+            let kept = value
+                .chars()
+                .filter(|&c| !(n.remove_punctuation && is_apostrophe(c)));
+            for c in kept.nfkd().filter(|&c| !is_combining_mark(c)) {
+                n.push_folded(c, &mut sink);
+            }
+        }
+        if n.collapse_whitespace {
+            folded.split_whitespace().collect::<Vec<_>>().join(" ")
+        } else {
+            folded
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn collapsing_on_the_fly_equals_collapsing_after(
+            value in "[a-zA-Z0-9 \t\u{a0}\u{3000}\u{2028}'’.,ßéÉ\u{301}-]{0,16}",
+            steps in proptest::array::uniform4(proptest::bool::ANY),
+        ) {
+            let n = Normalization {
+                fold_accents: steps[0],
+                case_fold: steps[1],
+                collapse_whitespace: steps[2],
+                remove_punctuation: steps[3],
+            };
+            proptest::prop_assert_eq!(n.apply(&value), two_pass(&n, &value));
+        }
+    }
 
     #[test]
     fn default_normalization_folds_case_and_accents() {

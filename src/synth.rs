@@ -801,7 +801,7 @@ fn address(values: &mut [String; FIELDS], rng: &mut SplitMix64) {
     let suburb = (SUBURBS as f64 * (1.0 - (1.0 - rng.unit()).sqrt())) as usize % SUBURBS;
     let word = SUBURB_WORDS[suburb % SUBURB_WORDS.len()];
     let end = SUBURB_ENDS[(suburb / SUBURB_WORDS.len()) % SUBURB_ENDS.len()];
-    values[SUBURB] = if suburb % 3 == 0 {
+    values[SUBURB] = if suburb.is_multiple_of(3) {
         format!("{word} {end}")
     } else {
         format!("{word}{end}")
@@ -814,7 +814,9 @@ fn address(values: &mut [String; FIELDS], rng: &mut SplitMix64) {
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,

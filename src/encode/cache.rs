@@ -13,11 +13,12 @@
 //! * tokens: salted token bytes → its bit positions for the largest `k` asked
 //!   so far (every scheme's positions for a smaller `k` are a prefix).
 //!
-//! Each memo is bounded in bytes and cleared when full, and pauses itself for
-//! a while when fewer than a quarter of its look-ups hit (unique values such
-//! as register numbers), so that it costs little where it cannot help. The
-//! memos only ever hold identifier values in the site's memory: nothing here
-//! is written or logged, `Debug` shows sizes only, and keys and values are
+//! The memos of one encoder on one thread share a budget of bytes (the
+//! largest are cleared when it is exceeded), and a memo pauses itself for a
+//! while when fewer than one in 64 of its look-ups hit (unique values such as
+//! register numbers), so that it costs little where it cannot help. The memos
+//! only ever hold identifier values in the site's memory: nothing here is
+//! written or logged, `Debug` shows sizes only, and keys and values are
 //! overwritten with zeros when a memo is cleared or dropped. The encoder hands
 //! on exactly the bits it would compute without them.
 
@@ -84,9 +85,20 @@ impl Run {
 }
 
 /// Look-ups per window of the hit-rate check.
-const WINDOW: u32 = 1024;
+const WINDOW: u32 = 4096;
 /// Look-ups a memo sits out after a window with too few hits.
-const PAUSE: u32 = 32 * WINDOW;
+const PAUSE: u32 = 16 * WINDOW;
+/// A window with fewer than one hit in this many look-ups pauses the memo
+/// (it keeps what it has, but neither looks up nor stores). A miss costs a
+/// probe and a store, a hit saves hashing (and, for values, validation and
+/// tokenising), so even a low hit rate pays, and a memo of a feature with
+/// tens of thousands of values (dates of birth) starts with few hits while
+/// it fills. Below this rate the values are unique (register numbers).
+const MIN_HIT_RATE_INVERSE: u32 = 64;
+/// Storing records between two checks of the budget, which may be exceeded
+/// by what these records store (a few kilobytes each). Every record in unit
+/// tests, so that the property tests clear memos as often as possible.
+const RECORDS_PER_CHECK: u32 = if cfg!(test) { 1 } else { 16 };
 /// Slots of a memo's table when it first stores something.
 const FIRST_SLOTS: usize = 64;
 
@@ -109,12 +121,13 @@ impl Policy {
         }
     }
 
+    /// Counts a look-up; pauses after a window with too few hits.
     #[inline]
     fn record(&mut self, hit: bool) {
         self.lookups += 1;
         self.hits += u32::from(hit);
         if self.lookups == WINDOW {
-            if self.hits * 4 < self.lookups {
+            if self.hits * MIN_HIT_RATE_INVERSE < self.lookups {
                 self.paused = PAUSE;
             }
             self.lookups = 0;
@@ -132,16 +145,28 @@ struct Slot {
     run: Run,
 }
 
-/// A bounded memo from byte strings to runs of `T`: a linear-probing table
-/// whose keys lie in one byte arena and whose values in another, so a store
-/// allocates nothing once the arenas have grown.
+/// A memo from byte strings to runs of `T`: a linear-probing table whose
+/// keys lie in one byte arena and whose values in another, so a store
+/// allocates nothing once the arenas have grown. Its size is bounded by the
+/// [`Memos`] that holds it.
 pub(super) struct Memo<T: Copy + Default> {
     slots: Vec<Slot>,
     entries: usize,
     keys: Vec<u8>,
     arena: Vec<T>,
-    cap: usize,
     policy: Policy,
+}
+
+impl<T: Copy + Default> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            slots: Vec::new(),
+            entries: 0,
+            keys: Vec::new(),
+            arena: Vec::new(),
+            policy: Policy::default(),
+        }
+    }
 }
 
 impl<T: Copy + Default> fmt::Debug for Memo<T> {
@@ -150,35 +175,23 @@ impl<T: Copy + Default> fmt::Debug for Memo<T> {
         f.debug_struct("Memo")
             .field("entries", &self.entries)
             .field("bytes", &self.bytes())
-            .field("cap", &self.cap)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl<T: Copy + Default> Memo<T> {
-    /// An empty memo that holds about `cap` bytes at most, or one table of
-    /// [`FIRST_SLOTS`] slots if that is more (0: never stores).
-    pub fn new(cap: usize) -> Memo<T> {
-        Memo {
-            slots: Vec::new(),
-            entries: 0,
-            keys: Vec::new(),
-            arena: Vec::new(),
-            cap,
-            policy: Policy::default(),
-        }
-    }
-
-    /// Bytes in use: the table, the keys, and the values (replaced runs
+    /// Bytes allocated: the table, the keys and the values (replaced runs
     /// stay until the next clear).
-    fn bytes(&self) -> usize {
-        self.slots.len() * size_of::<Slot>() + self.keys.len() + self.arena.len() * size_of::<T>()
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * size_of::<Slot>()
+            + self.keys.capacity()
+            + self.arena.capacity() * size_of::<T>()
     }
 
-    /// Whether to look this key up (false while the memo is off or paused).
+    /// Whether to look keys up now (false while paused).
     #[inline]
     pub fn active(&mut self) -> bool {
-        self.cap > 0 && self.policy.active()
+        self.policy.active()
     }
 
     /// The slot holding `key`, or the empty slot where it would go.
@@ -207,7 +220,9 @@ impl<T: Copy + Default> Memo<T> {
         let run = if self.entries == 0 {
             None
         } else {
-            self.find(hash_key(key), key).ok().map(|i| self.slots[i].run)
+            self.find(hash_key(key), key)
+                .ok()
+                .map(|i| self.slots[i].run)
         };
         self.policy.record(run.is_some());
         run
@@ -220,11 +235,11 @@ impl<T: Copy + Default> Memo<T> {
     }
 
     /// Stores the values that `fill` appends to the arena under `key`
-    /// (replacing what `key` had) and returns their run. Clears the memo
-    /// first when it is full, so it may exceed its cap by one entry.
+    /// (replacing what `key` had) and returns their run.
     pub fn store(&mut self, key: &[u8], fill: impl FnOnce(&mut Vec<T>)) -> Run {
+        // Runs and keys are addressed with u32.
         let limit = u32::MAX as usize / 2;
-        if self.bytes() >= self.cap || self.arena.len() >= limit || self.keys.len() >= limit {
+        if self.arena.len() >= limit || self.keys.len() >= limit {
             self.clear();
         }
         if self.slots.is_empty() {
@@ -258,29 +273,32 @@ impl<T: Copy + Default> Memo<T> {
     /// Doubles the table.
     fn grow(&mut self) {
         let bigger = vec![Slot::default(); 2 * self.slots.len()];
-        let old = std::mem::replace(&mut self.slots, bigger);
+        let mut old = std::mem::replace(&mut self.slots, bigger);
         let mask = self.slots.len() - 1;
-        for slot in old.into_iter().filter(|s| s.hash != 0) {
+        for slot in old.iter().filter(|s| s.hash != 0) {
             let mut i = slot.hash as usize & mask;
             while self.slots[i].hash != 0 {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = slot;
+            self.slots[i] = *slot;
         }
+        zero(&mut old);
     }
 
-    /// Forgets everything, overwriting keys, hashes and values with zeros.
+    /// Forgets everything and frees the memory, overwriting keys, hashes and
+    /// values with zeros first.
     pub fn clear(&mut self) {
-        self.keys.fill(0);
-        std::hint::black_box(&self.keys);
-        self.keys.clear();
-        self.arena.fill(T::default());
-        std::hint::black_box(&self.arena);
-        self.arena.clear();
-        self.slots.fill(Slot::default());
-        std::hint::black_box(&self.slots);
+        zero(&mut std::mem::take(&mut self.keys));
+        zero(&mut std::mem::take(&mut self.arena));
+        zero(&mut std::mem::take(&mut self.slots));
         self.entries = 0;
     }
+}
+
+/// Overwrites a buffer with zeros (defaults) in a way the compiler keeps.
+fn zero<T: Copy + Default>(buf: &mut Vec<T>) {
+    buf.fill(T::default());
+    std::hint::black_box(&*buf);
 }
 
 impl<T: Copy + Default> Drop for Memo<T> {
@@ -290,7 +308,7 @@ impl<T: Copy + Default> Drop for Memo<T> {
 }
 
 /// The two memos of one feature.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct FeatureMemos {
     /// Raw value (and salt source) → sparse filter words.
     pub values: Memo<u64>,
@@ -298,24 +316,76 @@ pub(super) struct FeatureMemos {
     pub tokens: Memo<u32>,
 }
 
-/// The memos of every encoded feature of one encoder, on one thread.
+/// The memos of every encoded feature of one encoder, on one thread, within
+/// one budget of bytes.
 #[derive(Debug)]
 pub(super) struct Memos {
     pub features: Vec<FeatureMemos>,
+    budget: usize,
+    /// Records that stored something since the budget was last checked.
+    unchecked: u32,
 }
 
 impl Memos {
-    /// Memos for `features` encoded features sharing `budget` bytes.
+    /// Empty memos for `features` encoded features, sharing `budget` bytes.
     pub fn new(features: usize, budget: usize) -> Memos {
-        let each = budget / (2 * features.max(1));
         Memos {
-            features: (0..features)
-                .map(|_| FeatureMemos {
-                    values: Memo::new(each),
-                    tokens: Memo::new(each),
-                })
-                .collect(),
+            features: (0..features).map(|_| FeatureMemos::default()).collect(),
+            budget,
+            unchecked: 0,
         }
+    }
+
+    /// Called after a record that stored something: every
+    /// [`RECORDS_PER_CHECK`] such records, brings the memos back within the
+    /// budget (runs handed out no longer matter then).
+    #[inline]
+    pub fn after_store(&mut self) {
+        self.unchecked += 1;
+        if self.unchecked >= RECORDS_PER_CHECK {
+            self.unchecked = 0;
+            self.enforce_budget();
+        }
+    }
+
+    /// Bytes allocated by all the memos.
+    pub fn bytes(&self) -> usize {
+        self.features
+            .iter()
+            .map(|f| f.values.bytes() + f.tokens.bytes())
+            .sum()
+    }
+
+    /// Brings the memos back within the budget by clearing the largest ones,
+    /// which are those of the features with the most values.
+    pub fn enforce_budget(&mut self) {
+        while self.bytes() > self.budget {
+            let largest = self
+                .features
+                .iter_mut()
+                .flat_map(|f| {
+                    [
+                        (f.values.bytes(), &mut f.values as &mut dyn Clear),
+                        (f.tokens.bytes(), &mut f.tokens as &mut dyn Clear),
+                    ]
+                })
+                .max_by_key(|(bytes, _)| *bytes);
+            match largest {
+                Some((bytes, memo)) if bytes > 0 => memo.clear_memo(),
+                _ => break,
+            }
+        }
+    }
+}
+
+/// A memo of any value type, for clearing.
+trait Clear {
+    fn clear_memo(&mut self);
+}
+
+impl<T: Copy + Default> Clear for Memo<T> {
+    fn clear_memo(&mut self) {
+        self.clear();
     }
 }
 
@@ -379,8 +449,8 @@ mod tests {
     }
 
     #[test]
-    fn memo_stores_replaces_and_clears_when_full() {
-        let mut m: Memo<u32> = Memo::new(FIRST_SLOTS * size_of::<Slot>() + 40);
+    fn memo_stores_replaces_and_clears() {
+        let mut m: Memo<u32> = Memo::default();
         assert!(m.active());
         assert_eq!(m.lookup(b"ab"), None);
         let run = m.store(b"ab", |a| a.extend([1, 2, 3]));
@@ -389,42 +459,74 @@ mod tests {
         let longer = m.store(b"ab", |a| a.extend([1, 2, 3, 4, 5]));
         assert_eq!(stored(&mut m, b"ab").unwrap(), [1, 2, 3, 4, 5]);
         assert_eq!(longer.len(), 5);
-        // A different key with the same hash-relevant prefix is another entry.
         assert_eq!(m.lookup(b"ab\0"), None);
-        for i in 0..10u8 {
-            m.store(&[i; 3], |a| a.push(u32::from(i)));
-            assert!(m.bytes() <= m.cap + 3 + 4, "{m:?}");
-        }
-        assert_eq!(stored(&mut m, &[9; 3]).unwrap(), [9]);
-        assert!(m.lookup(b"ab").is_none(), "cleared when full");
         m.store(b"dupont", |a| a.push(7));
         let shown = format!("{m:?}");
         assert!(
-            shown.contains("entries") && !shown.contains("dupont") && !shown.contains("100"),
+            shown.contains("entries: 2") && !shown.contains("dupont") && !shown.contains("100"),
             "{shown}"
         );
+        assert!(m.bytes() >= FIRST_SLOTS * size_of::<Slot>());
+        m.clear();
+        assert_eq!((m.bytes(), m.lookup(b"ab")), (0, None));
+        assert_eq!(stored(&mut m, b"dupont"), None);
+    }
+
+    #[test]
+    fn memos_stay_within_their_budget_by_clearing_the_largest() {
+        let budget = 40_000;
+        let mut memos = Memos::new(2, budget);
+        for i in 0..300u32 {
+            memos.features[0]
+                .values
+                .store(format!("v{i}").as_bytes(), |a| {
+                    a.extend([u64::from(i); 8]);
+                });
+            let token = (i % 100).to_le_bytes();
+            memos.features[1]
+                .tokens
+                .store(&token[..2], |a| a.push(i % 100));
+            memos.enforce_budget();
+            assert!(memos.bytes() <= budget, "{memos:?}");
+        }
+        // The big value memo was cleared (more than once); the small token memo was not.
+        assert!(memos.features[0].values.entries < 300);
+        assert_eq!(memos.features[1].tokens.entries, 100);
+        let mut tokens = std::mem::take(&mut memos.features[1].tokens);
+        assert_eq!(stored(&mut tokens, &7u32.to_le_bytes()[..2]).unwrap(), [7]);
     }
 
     #[test]
     fn memo_pauses_when_look_ups_miss() {
-        let mut m: Memo<u32> = Memo::new(1 << 30);
+        let mut m: Memo<u32> = Memo::default();
+        // One hit in 128 look-ups: too few.
         for i in 0..WINDOW {
             assert!(m.active());
-            let key = i.to_le_bytes();
-            assert!(m.lookup(&key).is_none());
+            let key = if i % 128 == 1 {
+                [0; 4]
+            } else {
+                i.to_le_bytes()
+            };
+            assert_eq!(m.lookup(&key).is_some(), i % 128 == 1);
             m.store(&key, |a| a.push(i));
         }
-        assert!(!m.active(), "paused after a window of misses");
+        assert!(!m.active(), "paused after a window of few hits");
         for _ in 1..PAUSE {
             assert!(!m.active());
         }
         assert!(m.active(), "back after the pause");
-        // Hits keep it on.
-        let mut hot: Memo<u32> = Memo::new(1 << 30);
+        assert_eq!(
+            stored(&mut m, &5u32.to_le_bytes()).unwrap(),
+            [5],
+            "and kept its values"
+        );
+        // One hit in 32 keeps it on.
+        let mut hot: Memo<u32> = Memo::default();
         hot.store(b"x", |a| a.push(1));
-        for _ in 0..3 * WINDOW {
+        for i in 0..3 * WINDOW {
             assert!(hot.active());
-            assert!(hot.lookup(b"x").is_some());
+            let key = if i % 32 == 0 { *b"x" } else { *b"y" };
+            assert_eq!(hot.lookup(&key).is_some(), i % 32 == 0);
         }
     }
 
@@ -447,7 +549,7 @@ mod tests {
 
     #[test]
     fn memo_table_grows_and_finds_every_key() {
-        let mut m: Memo<u32> = Memo::new(1 << 30);
+        let mut m: Memo<u32> = Memo::default();
         for i in 0..5000u32 {
             let key = format!("k{i}");
             m.store(key.as_bytes(), |a| a.push(i));

@@ -35,7 +35,7 @@ use hashing::{FieldHasher, set_bit};
 
 /// Bytes of memo per thread and encoder, unless [`Encoder::with_memo_budget`]
 /// says otherwise.
-pub const DEFAULT_MEMO_BUDGET: usize = 16 << 20;
+pub const DEFAULT_MEMO_BUDGET: usize = 32 << 20;
 
 /// How many encoders' memos one thread keeps (the least recently used goes).
 const MEMOS_PER_THREAD: usize = 4;
@@ -180,6 +180,8 @@ struct Buffers {
     /// Per encoded feature: the value memo's key and what its look-up gave.
     memo_keys: Vec<Vec<u8>>,
     lookups: Vec<Lookup>,
+    /// Whether a memo stored something for this record.
+    stored: bool,
 }
 
 /// What the value memo said about one feature of the record.
@@ -303,14 +305,17 @@ impl Encoder {
     }
 
     /// Sets the bytes of memo each thread may keep for this encoder (shared
-    /// evenly by the features' value and token memos; 0 turns memos off).
+    /// by the features' value and token memos; 0 turns memos off). A thread's
+    /// memos grow to what its records need, up to this.
     /// The output is the same whatever the budget; a larger one remembers
     /// more values and tokens. The default is [`DEFAULT_MEMO_BUDGET`].
     #[must_use]
     pub fn with_memo_budget(mut self, bytes: usize) -> Encoder {
         self.memo_budget = bytes;
-        // Memos already made for the old budget must not be reused.
+        // Memos already made for the old budget are not reused, and are
+        // dropped as those of a dropped encoder.
         self.id = NEXT_ENCODER_ID.fetch_add(1, Ordering::Relaxed);
+        self.alive = Arc::new(());
         self
     }
 
@@ -361,8 +366,14 @@ impl Encoder {
         );
         SCRATCH.with(|scratch| {
             let Scratch { buffers, memos } = &mut *scratch.borrow_mut();
-            let memos = (self.memo_budget > 0).then(|| self.thread_memos(memos));
-            let result = self.encode_with(values, buffers, memos);
+            let mut memos = (self.memo_budget > 0).then(|| self.thread_memos(memos));
+            buffers.stored = false;
+            let result = self.encode_with(values, buffers, memos.as_deref_mut());
+            if buffers.stored
+                && let Some(memos) = memos
+            {
+                memos.after_store();
+            }
             match result {
                 Ok(()) => harden::write_bytes(&buffers.words, out),
                 Err(_) => out.fill(0),
@@ -509,9 +520,12 @@ impl Encoder {
                         let run = match memo.lookup(message) {
                             Some(run) if run.len() >= k => run,
                             // New, or known for a smaller k only.
-                            _ => memo.store(message, |out| {
-                                plan.hasher.positions(message, k, self.hash_bits, out);
-                            }),
+                            _ => {
+                                s.stored = true;
+                                memo.store(message, |out| {
+                                    plan.hasher.positions(message, k, self.hash_bits, out);
+                                })
+                            }
                         };
                         for &position in &memo.get(run)[..k] {
                             set_bit(target, position as usize);
@@ -521,9 +535,11 @@ impl Encoder {
                 }
             }
             if let (Lookup::Miss, Some(m)) = (lookup, feature_memos) {
-                m.values.store(value_key(plan, values, &s.memo_keys[p]), |out| {
-                    cache::push_sparse(&s.feature_words, out);
-                });
+                s.stored = true;
+                m.values
+                    .store(value_key(plan, values, &s.memo_keys[p]), |out| {
+                        cache::push_sparse(&s.feature_words, out);
+                    });
                 for (w, f) in s.words.iter_mut().zip(&s.feature_words) {
                     *w |= f;
                 }
@@ -553,12 +569,16 @@ impl Encoder {
         prepared: &mut [String],
         tmp: &mut String,
     ) -> Result<(), FieldError> {
-        value::prepare(&plan.spec, values[plan.index], &mut prepared[plan.index], tmp).map_err(
-            |reason| FieldError {
-                feature: plan.identifier.clone(),
-                reason,
-            },
+        value::prepare(
+            &plan.spec,
+            values[plan.index],
+            &mut prepared[plan.index],
+            tmp,
         )
+        .map_err(|reason| FieldError {
+            feature: plan.identifier.clone(),
+            reason,
+        })
     }
 }
 
@@ -839,6 +859,35 @@ mod tests {
         let clk = folded.encode(&[None, Some("anna")]).unwrap();
         assert_eq!(clk.len(), 64);
         assert!(clk.iter().any(|&b| b != 0));
+    }
+
+    /// The ids of the encoders whose memos this thread keeps.
+    fn memo_owners() -> Vec<u64> {
+        SCRATCH.with(|s| s.borrow().memos.iter().map(|m| m.encoder).collect())
+    }
+
+    #[test]
+    fn memos_go_with_their_encoder_and_stay_few() {
+        let r = record("anna", "smith", "19800101");
+        let e = Encoder::new(&febrl_schema(), &secret());
+        let clk = e.encode(&r).unwrap();
+        assert!(memo_owners().contains(&e.id));
+        assert_eq!(e.encode(&r).unwrap(), clk, "from the memos");
+        let id = e.id;
+        drop(e);
+        assert!(!memo_owners().contains(&id));
+        let encoders: Vec<Encoder> = (0..6)
+            .map(|_| Encoder::new(&febrl_schema(), &secret()))
+            .collect();
+        for e in &encoders {
+            assert_eq!(e.encode(&r).unwrap(), clk);
+        }
+        let owners = memo_owners();
+        assert_eq!(owners.len(), MEMOS_PER_THREAD);
+        assert_eq!(owners.last(), Some(&encoders[5].id));
+        let off = Encoder::new(&febrl_schema(), &secret()).with_memo_budget(0);
+        assert_eq!(off.encode(&r).unwrap(), clk);
+        assert!(!memo_owners().contains(&off.id));
     }
 
     #[test]

@@ -371,22 +371,55 @@ fn scratch_encoded_stats() {
     }
     eprintln!("mean popcount {mean}, density hist {hist:?}");
     let dist = |i: usize, j: usize| -> u32 {
-        a[i * words..(i + 1) * words].iter().zip(&b[j * words..(j + 1) * words]).map(|(x, y)| (x ^ y).count_ones()).sum()
+        a[i * words..(i + 1) * words]
+            .iter()
+            .zip(&b[j * words..(j + 1) * words])
+            .map(|(x, y)| (x ^ y).count_ones())
+            .sum()
     };
-    let mut td: Vec<u32> = synth.truth().iter().map(|&(i, j)| dist(i as usize, j as usize)).collect();
+    let mut td: Vec<u32> = synth
+        .truth()
+        .iter()
+        .map(|&(i, j)| dist(i as usize, j as usize))
+        .collect();
     td.sort();
     let q = |v: &Vec<u32>, f: f64| v[((v.len() - 1) as f64 * f) as usize];
-    eprintln!("true d: q10 {} q50 {} q90 {} q99 {}", q(&td, 0.1), q(&td, 0.5), q(&td, 0.9), q(&td, 0.99));
-    let mut rd: Vec<u32> = (0..20000).map(|k| dist(k * 7919 % n, k * 104729 % n)).collect();
+    eprintln!(
+        "true d: q10 {} q50 {} q90 {} q99 {}",
+        q(&td, 0.1),
+        q(&td, 0.5),
+        q(&td, 0.9),
+        q(&td, 0.99)
+    );
+    let mut rd: Vec<u32> = (0..20000)
+        .map(|k| dist(k * 7919 % n, k * 104729 % n))
+        .collect();
     rd.sort();
-    eprintln!("random d: q0.1% {} q1 {} q10 {} q50 {} q90 {}", q(&rd, 0.001), q(&rd, 0.01), q(&rd, 0.1), q(&rd, 0.5), q(&rd, 0.9));
+    eprintln!(
+        "random d: q0.1% {} q1 {} q10 {} q50 {} q90 {}",
+        q(&rd, 0.001),
+        q(&rd, 0.01),
+        q(&rd, 0.1),
+        q(&rd, 0.5),
+        q(&rd, 0.9)
+    );
     let plan = LshParams::for_clks(0.8, &a, Some(&b), words).unwrap();
     eprintln!("{plan:?}");
     // pairs above 0.8: their distance
     let ex = all_pairs(&a, Some(&b), words, 0.8);
-    let mut ed: Vec<u32> = ex.keys().map(|&(i, j)| dist(i as usize, j as usize)).collect();
+    let mut ed: Vec<u32> = ex
+        .keys()
+        .map(|&(i, j)| dist(i as usize, j as usize))
+        .collect();
     ed.sort();
-    eprintln!("above-threshold d: n {} q50 {} q90 {} q99 {} max {}", ed.len(), q(&ed, 0.5), q(&ed, 0.9), q(&ed, 0.99), ed[ed.len() - 1]);
+    eprintln!(
+        "above-threshold d: n {} q50 {} q90 {} q99 {} max {}",
+        ed.len(),
+        q(&ed, 0.5),
+        q(&ed, 0.9),
+        q(&ed, 0.99),
+        ed[ed.len() - 1]
+    );
 }
 
 #[test]
@@ -395,21 +428,45 @@ fn scratch_febrl_and_sparse() {
     let secret = Secret::new("an example project secret, 32+ bytes long").unwrap();
     let run = |name: &str, schema: &Schema, a: &[u64], b: &[u64], words: usize| {
         let n = a.len() / words;
-        let pop: u32 = a.chunks_exact(words).map(|c| c.iter().map(|w| w.count_ones()).sum::<u32>()).sum();
+        let pop: u32 = a
+            .chunks_exact(words)
+            .map(|c| c.iter().map(|w| w.count_ones()).sum::<u32>())
+            .sum();
         let plan = LshParams::for_clks(0.8, a, Some(b), words).unwrap();
         let (pairs, stats) = lsh_pairs(a, Some(b), words, &plan.params);
         let exact = all_pairs(a, Some(b), words, 0.8);
         let set: BTreeSet<_> = pairs.iter().copied().collect();
         let hit = exact.keys().filter(|k| set.contains(k)).count();
-        eprintln!("{name}: n {n} bits {} mean pop {:.0} k {} L {} candidates {} RR {:.4} (cand-RR {:.4}) PC {:.4} of {}",
-            schema.filter_bits(), pop as f64 / n as f64, plan.params.bits_per_key, plan.params.tables, stats.candidates,
-            stats.reduction_ratio(), 1.0 - stats.candidates as f64 / stats.all_pairs as f64, hit as f64 / exact.len() as f64, exact.len());
+        eprintln!(
+            "{name}: n {n} bits {} mean pop {:.0} k {} L {} candidates {} RR {:.4} (cand-RR {:.4}) PC {:.4} of {}",
+            schema.filter_bits(),
+            pop as f64 / n as f64,
+            plan.params.bits_per_key,
+            plan.params.tables,
+            stats.candidates,
+            stats.reduction_ratio(),
+            1.0 - stats.candidates as f64 / stats.all_pairs as f64,
+            hit as f64 / exact.len() as f64,
+            exact.len()
+        );
     };
     let febrl = |schema: &Schema, file: &str| -> Vec<u64> {
         let encoder = Encoder::new(schema, &secret);
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(crate::util::fixture(file)).unwrap();
-        let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
-        let cols: Vec<Option<usize>> = schema.features().iter().map(|f| header.iter().position(|h| h == f.identifier())).collect();
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(crate::util::fixture(file))
+            .unwrap();
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let cols: Vec<Option<usize>> = schema
+            .features()
+            .iter()
+            .map(|f| header.iter().position(|h| h == f.identifier()))
+            .collect();
         let mut bytes = Vec::new();
         for r in reader.records() {
             let r = r.unwrap();
@@ -420,36 +477,69 @@ fn scratch_febrl_and_sparse() {
     };
     let default = Schema::from_json(&default_schema_json()).unwrap();
     let re = regex::Regex::new(r#""bitsPerFeature": (\d+)"#).unwrap();
-    let half_json = re.replace_all(&default_schema_json(), |c: &regex::Captures| format!("\"bitsPerFeature\": {}", c[1].parse::<u32>().unwrap() / 2)).into_owned();
+    let half_json = re
+        .replace_all(&default_schema_json(), |c: &regex::Captures| {
+            format!("\"bitsPerFeature\": {}", c[1].parse::<u32>().unwrap() / 2)
+        })
+        .into_owned();
     let half = Schema::from_json(&half_json).unwrap();
     for (name, schema) in [("default", &default), ("half", &half)] {
         let (a, b) = (febrl(schema, "febrl4_a.csv"), febrl(schema, "febrl4_b.csv"));
         run(&format!("febrl4 {name}"), schema, &a, &b, 16);
         let ids = |file: &str| -> Vec<String> {
-            let mut r = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(crate::util::fixture(file)).unwrap();
-            r.records().map(|x| x.unwrap()[0].split('-').nth(1).unwrap().to_owned()).collect()
+            let mut r = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_path(crate::util::fixture(file))
+                .unwrap();
+            r.records()
+                .map(|x| x.unwrap()[0].split('-').nth(1).unwrap().to_owned())
+                .collect()
         };
         let (ia, ib) = (ids("febrl4_a.csv"), ids("febrl4_b.csv"));
         let pos: HashMap<&String, usize> = ib.iter().enumerate().map(|(j, x)| (x, j)).collect();
-        let mut td: Vec<u32> = ia.iter().enumerate().map(|(i, x)| {
-            let j = pos[x];
-            a[i * 16..(i + 1) * 16].iter().zip(&b[j * 16..(j + 1) * 16]).map(|(p, q)| (p ^ q).count_ones()).sum()
-        }).collect();
+        let mut td: Vec<u32> = ia
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let j = pos[x];
+                a[i * 16..(i + 1) * 16]
+                    .iter()
+                    .zip(&b[j * 16..(j + 1) * 16])
+                    .map(|(p, q)| (p ^ q).count_ones())
+                    .sum()
+            })
+            .collect();
         td.sort();
         let q = |f: f64| td[((td.len() - 1) as f64 * f) as usize];
-        eprintln!("  true d: q50 {} q90 {} q95 {} q99 {} q99.5 {}", q(0.5), q(0.9), q(0.95), q(0.99), q(0.995));
+        eprintln!(
+            "  true d: q50 {} q90 {} q95 {} q99 {} q99.5 {}",
+            q(0.5),
+            q(0.9),
+            q(0.95),
+            q(0.99),
+            q(0.995)
+        );
         for t in [0.75, 0.8, 0.85, 0.9] {
-            let mut cand: Vec<((u32, u32), f64)> = all_pairs(&a, Some(&b), 16, t).into_iter().collect();
+            let mut cand: Vec<((u32, u32), f64)> =
+                all_pairs(&a, Some(&b), 16, t).into_iter().collect();
             cand.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
             let (mut ua, mut ub) = (vec![false; 5000], vec![false; 5000]);
             let (mut links, mut good) = (0, 0);
             for ((i, j), _) in cand {
                 if !ua[i as usize] && !ub[j as usize] {
-                    ua[i as usize] = true; ub[j as usize] = true; links += 1;
-                    if ia[i as usize] == ib[j as usize] { good += 1; }
+                    ua[i as usize] = true;
+                    ub[j as usize] = true;
+                    links += 1;
+                    if ia[i as usize] == ib[j as usize] {
+                        good += 1;
+                    }
                 }
             }
-            eprintln!("  febrl4 {name} t {t}: precision {:.4} recall {:.4}", good as f64 / links as f64, good as f64 / 5000.0);
+            eprintln!(
+                "  febrl4 {name} t {t}: precision {:.4} recall {:.4}",
+                good as f64 / links as f64,
+                good as f64 / 5000.0
+            );
         }
         let synth = Synth::new(SynthConfig::new(5000, 42)).unwrap();
         let encoder = Encoder::new(schema, &secret);
