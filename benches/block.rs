@@ -14,11 +14,15 @@
 //! records, encoded with the default schema). Each size runs in its own
 //! process, so that its peak memory (VmHWM) is its own. Columns:
 //!
-//! - `k`, `L`: bits per key and tables derived by `LshParams::for_clks`;
+//! - `k`, `L`: bits per key and tables derived by `LshParams::for_clks_with`
+//!   for `--target threshold` (every pair at the threshold, the default) or
+//!   `--target best` (the best matches of 1,000 sampled records), at `--recall`
+//!   (default 0.99);
 //! - `comparisons`, `RR`: pairs met in buckets and scored (a pair met in
 //!   several tables counts each time) and the reduction ratio `1 − comparisons / all pairs`;
 //! - `lsh s`: planning, candidate generation and scoring of every candidate
-//!   (threshold 0.8, with the library's best `|A ∧ B|` kernel), links sorted;
+//!   (with the library's best `|A ∧ B|` kernel), links sorted; the threshold
+//!   is 0.8 for planted copies and `pprl match`'s default (0.7) for encoded records;
 //! - `lsh cpu`: the CPU seconds of the same (all threads);
 //! - `peak MiB`: VmHWM from the start of blocking (the clks included) to its end;
 //! - `all-pairs s`: the library's all-pairs search (length filter, tiled SIMD
@@ -26,6 +30,8 @@
 //!   `--sample-rows` rows of A against all of B and is scaled up (`~`);
 //! - `PC`: pair completeness, the all-pairs matches at or above the
 //!   threshold that blocking also finds (on the sample when sampled);
+//! - above 10^5 records, LSH is skipped when its plan does not expect to
+//!   halve the time of all pairs (`LshPlan::worthwhile`), unless `--force`;
 //! - `truth`: the true pairs (planted or generated) that blocking finds at or
 //!   above the threshold, and the same for all pairs.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -34,14 +40,22 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Instant;
 
-use pprl::block::{LshParams, lsh_search};
+use pprl::block::{LshParams, LshTarget, PlanOptions, lsh_search};
 use pprl::encode::Encoder;
 use pprl::schema::{Schema, default_schema_json};
 use pprl::secret::Secret;
 use pprl::similarity::{Kernel, PackedClks, SearchOptions, and_popcounts, dice_score, search_pair};
 use pprl::synth::{Side, Synth, SynthConfig, random_clks_with_copies};
 
-const THRESHOLD: f64 = 0.8;
+/// The threshold of a data set: 0.8 for planted copies (as in the matching
+/// benchmark), the default threshold of `pprl match` for encoded records.
+fn threshold(data: &str) -> f64 {
+    if data == "planted" {
+        0.8
+    } else {
+        pprl::matching::DEFAULT_THRESHOLD
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -50,6 +64,9 @@ struct Options {
     threads: Option<usize>,
     all_pairs_max: usize,
     sample_rows: usize,
+    target: String,
+    recall: f64,
+    force: bool,
     child: bool,
 }
 
@@ -60,6 +77,9 @@ fn parse() -> Options {
         threads: None,
         all_pairs_max: 100_000,
         sample_rows: 2_000,
+        target: "threshold".into(),
+        recall: pprl::block::DEFAULT_RECALL,
+        force: false,
         child: false,
     };
     let mut args = std::env::args().skip(1);
@@ -71,6 +91,9 @@ fn parse() -> Options {
             "--threads" => o.threads = Some(value().parse().expect("--threads N")),
             "--all-pairs-max" => o.all_pairs_max = value().parse().expect("--all-pairs-max N"),
             "--sample-rows" => o.sample_rows = value().parse().expect("--sample-rows N"),
+            "--target" => o.target = value(),
+            "--recall" => o.recall = value().parse().expect("--recall R"),
+            "--force" => o.force = true,
             "--child" => o.child = true,
             // `cargo bench` passes `--bench`; filters are not used.
             _ => {}
@@ -104,9 +127,11 @@ fn main() {
         return;
     }
     println!(
-        "blocking benchmark: threshold {THRESHOLD}, {} threads, kernel {}",
+        "blocking benchmark: {} threads, kernel {}, LSH planned for {} at recall {}",
         o.threads.unwrap_or_else(rayon::current_num_threads),
-        Kernel::best().name()
+        Kernel::best().name(),
+        o.target,
+        o.recall,
     );
     println!(
         "{:<8} {:>9} {:>3} {:>4} {:>12} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7} {:>15} {:>8}",
@@ -131,6 +156,10 @@ fn main() {
             cmd.args(["--child", "--data", data, "--size", &size.to_string()]);
             cmd.args(["--all-pairs-max", &o.all_pairs_max.to_string()]);
             cmd.args(["--sample-rows", &o.sample_rows.to_string()]);
+            cmd.args(["--target", &o.target, "--recall", &o.recall.to_string()]);
+            if o.force {
+                cmd.arg("--force");
+            }
             if let Some(t) = o.threads {
                 cmd.args(["--threads", &t.to_string()]);
             }
@@ -208,7 +237,39 @@ fn run(data: &str, n: usize, o: &Options) {
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let kernel = Kernel::best();
-    let plan = LshParams::for_clks(THRESHOLD, &a, Some(&b), words).unwrap();
+    let t = threshold(data);
+    let options = PlanOptions {
+        recall: o.recall,
+        target: match o.target.as_str() {
+            "threshold" => LshTarget::Threshold,
+            "best" => LshTarget::BestMatches { sample_rows: 1000 },
+            other => panic!("unknown target {other}: threshold or best"),
+        },
+        ..PlanOptions::default()
+    };
+    let plan = LshParams::for_clks_with(t, &a, Some(&b), words, &options).unwrap();
+    if !plan.worthwhile() && n > 100_000 && !o.force {
+        println!(
+            "{data:<8} {n:>9} {:>3} {:>4}  LSH skipped: expected {:.2e} comparisons, {:.0} s of one \
+             core, against {:.0} s for all pairs (--force runs it)",
+            plan.params.bits_per_key,
+            plan.params.tables,
+            plan.expected_comparisons,
+            plan.expected_work_ns / 1e9,
+            plan.all_pairs as f64 * pprl::block::ALL_PAIRS_NS / 1e9,
+        );
+        let rows = o.sample_rows.min(n);
+        let pa = PackedClks::from_words(a[..rows * words].to_vec(), words);
+        let pb = PackedClks::from_words(b, words);
+        let started = Instant::now();
+        let (exact, _) = search_pair(&pa, &pb, &SearchOptions::new(t), &|_| {});
+        println!(
+            "{data:<8} {n:>9}  all pairs ~{:.1} s (first {rows} rows of A: {} matches, scaled up)",
+            started.elapsed().as_secs_f64() * n as f64 / rows as f64,
+            exact.len(),
+        );
+        return;
+    }
     let pop = |clk: &[u64]| clk.iter().map(|w| w.count_ones()).sum::<u32>();
     let pop_a: Vec<u32> = a.chunks_exact(words).map(pop).collect();
     let pop_b: Vec<u32> = b.chunks_exact(words).map(pop).collect();
@@ -222,14 +283,14 @@ fn run(data: &str, n: usize, o: &Options) {
             let (x, y) = (i as usize, j as usize);
             // The length filter first: the best score the popcounts allow.
             let (pa, pb) = (pop_a[x], pop_b[y]);
-            if dice_score(pa.min(pb), pa, pb) < THRESHOLD {
+            if dice_score(pa.min(pb), pa, pb) < t {
                 return None;
             }
             let mut out = [0u32; 1];
             let cb = &b[y * words..(y + 1) * words];
             and_popcounts(kernel, &a[x * words..(x + 1) * words], cb, &mut out);
             let score = dice_score(out[0], pa, pb);
-            (score >= THRESHOLD).then_some(score)
+            (score >= t).then_some(score)
         },
         |kept| links.extend(kept),
     )
@@ -248,7 +309,7 @@ fn run(data: &str, n: usize, o: &Options) {
     let pa = PackedClks::from_words(a[..rows * words].to_vec(), words);
     let pb = PackedClks::from_words(b, words);
     let started = Instant::now();
-    let (exact, _) = search_pair(&pa, &pb, &SearchOptions::new(THRESHOLD), &|_| {});
+    let (exact, _) = search_pair(&pa, &pb, &SearchOptions::new(t), &|_| {});
     let all_s = started.elapsed().as_secs_f64() * n as f64 / rows as f64;
     let found: HashMap<(u32, u32), f64> = links
         .iter()

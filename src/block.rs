@@ -71,16 +71,20 @@
 //! the pairs it keeps against the earlier tables: scoring a pair again is
 //! cheaper than the check, and most pairs met score far below the threshold.
 //!
-//! # What limits it: the density of the encodings
+//! # What limits it: how far apart unrelated records are
 //!
 //! Bit sampling separates true pairs from unrelated ones only as well as
 //! their Hamming distances differ. With clks of density `ρ`, unrelated
 //! records differ in about `2ρ(1 − ρ) l` bits, while a pair at the threshold
-//! differs in `2ρ l (1 − t)`: at `ρ = 0.3`, `t = 0.8` that is 430 against 123
-//! bits of 1024, and LSH leaves one pair in 5,000 at 10^6 records per site;
-//! at `ρ = 0.68` it is 415 against 280, unrelated records already score 0.7,
-//! and LSH saves little (see [`LshPlan::worthwhile`]): compare all pairs,
-//! lower the density of the encoding, or use site-side blocking keys.
+//! differs in `2ρ l (1 − t)`. Random clks of density 0.3 at `t = 0.8`: 430
+//! against 123 bits of 1024, and LSH leaves one pair in 20,000 at 10^6
+//! records per site. Records encoded with the default schema (density 0.44)
+//! at `pprl match`'s default threshold 0.7: about 505 against 270 bits, and
+//! LSH leaves 13% of the pairs for the threshold guarantee, 1–3% when it
+//! plans for the best matches ([`LshTarget::BestMatches`]); at 10^6 records
+//! per site that is no faster than comparing all pairs
+//! ([`LshPlan::worthwhile`] says so). There, compare all pairs, raise the
+//! threshold, or use site-side blocking keys.
 //!
 //! # Guards against huge buckets
 //!
@@ -196,6 +200,9 @@ pub struct PlanOptions {
     /// At most this many tables (default [`MAX_TABLES`]); also at most 1 GiB
     /// of fingerprints (one byte per record and table).
     pub max_tables: usize,
+    /// Only parameters whose expected reduction ratio (`1 − L · F(k)`) is at
+    /// least this (default 0: the least work wins whatever it leaves).
+    pub min_reduction_ratio: f64,
 }
 
 impl Default for PlanOptions {
@@ -204,6 +211,7 @@ impl Default for PlanOptions {
             recall: DEFAULT_RECALL,
             target: LshTarget::Threshold,
             max_tables: MAX_TABLES,
+            min_reduction_ratio: 0.0,
         }
     }
 }
@@ -255,7 +263,8 @@ pub struct BlockStats {
     /// Pairs met in buckets (and scored, with a scoring search), over all
     /// tables or keys, repeats included: the comparisons blocking leaves.
     pub comparisons: u64,
-    /// Kept pairs met again after their first table or key (not emitted again).
+    /// Pairs met again after their first table or key, not emitted again
+    /// (with a scoring search, only kept pairs are checked and counted).
     pub repeats: u64,
     /// Buckets skipped for having more than `max_bucket_pairs` pairs.
     pub oversize_buckets: u64,
@@ -274,6 +283,17 @@ impl BlockStats {
             0.0
         } else {
             1.0 - self.comparisons as f64 / self.all_pairs as f64
+        }
+    }
+
+    /// `1 − candidates / all_pairs`: the reduction ratio of the literature
+    /// (distinct candidate pairs), for [`lsh_candidates`] and
+    /// [`key_candidates`]; with a scoring search it counts only kept pairs.
+    pub fn candidate_reduction_ratio(&self) -> f64 {
+        if self.all_pairs == 0 {
+            0.0
+        } else {
+            1.0 - self.candidates as f64 / self.all_pairs as f64
         }
     }
 
@@ -296,13 +316,14 @@ pub enum BlockError {
     /// No `k` finds a pair at the threshold with the required probability
     /// within [`MAX_TABLES`] tables (the threshold is too low for LSH).
     #[error(
-        "no LSH parameters reach recall {recall} at threshold {threshold} with at most {max_tables} \
-         tables (distance budget {budget} of {informative_bits} informative bits); \
-         compare all pairs instead"
+        "no LSH parameters reach recall {recall} and reduction ratio {min_reduction_ratio} at \
+         threshold {threshold} with at most {max_tables} tables (distance budget {budget} of \
+         {informative_bits} informative bits); compare all pairs instead"
     )]
     Unreachable {
         threshold: f64,
         recall: f64,
+        min_reduction_ratio: f64,
         budget: usize,
         informative_bits: usize,
         max_tables: usize,
@@ -562,6 +583,9 @@ fn plan(
                 lo = mid + 1;
             }
         }
+        if 1.0 - lo as f64 * false_collision(k) < options.min_reduction_ratio {
+            continue;
+        }
         let w = work(lo, k);
         if best.is_none_or(|(best_w, ..)| w < best_w) {
             best = Some((w, k, lo, recall_at(&pis, lo)));
@@ -571,6 +595,7 @@ fn plan(
         return Err(BlockError::Unreachable {
             threshold,
             recall: options.recall,
+            min_reduction_ratio: options.min_reduction_ratio,
             budget,
             informative_bits: bits,
             max_tables,
