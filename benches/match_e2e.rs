@@ -98,6 +98,7 @@ fn synthetic(n: usize) -> (ClkFile, ClkFile, Vec<(u32, u32)>) {
             ids: (0..n).map(|i| i.to_string()).collect(),
             popcounts: clks.chunks(BITS / 8).map(clk_file::popcount).collect(),
             clks,
+            blocking_keys: None,
         }
     };
     (file("a", &planted.a), file("b", &planted.b), planted.truth)

@@ -345,6 +345,14 @@ pub enum BlockError {
     /// No tables, or no bits per key.
     #[error("LSH needs at least one table and one bit per key, got {tables} and {bits_per_key}")]
     Params { tables: usize, bits_per_key: usize },
+    /// A pair naming a row past the end of its site.
+    #[error("pair ({a}, {b}) is out of range: the sites have {records_a} and {records_b} records")]
+    PairOutOfRange {
+        a: u32,
+        b: u32,
+        records_a: usize,
+        records_b: usize,
+    },
     /// One site given keys for a different number of records than it has.
     #[error("site {site}: {keys} key lists for {records} records")]
     KeyCount {
@@ -1374,6 +1382,146 @@ fn segments_of_groups<K: Ord>(entries: &[(&K, u64)]) -> Vec<Range<usize>> {
     out
 }
 
+/// Which of `pairs` (row in A, row in B; with `b = None`, two rows of `a`)
+/// [`lsh_search`] with `params` meets in a bucket it does not skip, in some
+/// table: the pairs that blocking leaves to be scored. For pair completeness
+/// (true pairs that survive blocking) without listing every candidate: one
+/// pass over the records per table, whatever the number of candidates.
+///
+/// # Errors
+/// As [`lsh_candidates`]; [`BlockError::PairOutOfRange`] for a row past the end.
+pub fn lsh_pairs_met(
+    a: &[u64],
+    b: Option<&[u64]>,
+    words: usize,
+    params: &LshParams,
+    pairs: &[(u32, u32)],
+) -> Result<Vec<bool>, BlockError> {
+    let n_a = clk_count(a, words, "A")?;
+    let n_b = b.map(|b| clk_count(b, words, "B")).transpose()?;
+    if params.tables == 0 || params.bits_per_key == 0 {
+        return Err(BlockError::Params {
+            tables: params.tables,
+            bits_per_key: params.bits_per_key,
+        });
+    }
+    check_pairs(pairs, n_a, n_b.unwrap_or(n_a))?;
+    let mut met = vec![false; pairs.len()];
+    if n_a == 0 || n_b == Some(0) {
+        return Ok(met);
+    }
+    let tables = make_tables(params, &informative_mask(a, b, words));
+    let buckets_of = |table: &Table, clks: &[u64]| -> Vec<u64> {
+        clks.par_chunks_exact(words)
+            .map(|clk| match table.hash(clk, params.min_key_bits) {
+                (h, true) => bucket(h),
+                _ => EMPTY,
+            })
+            .collect()
+    };
+    let sorted = |buckets: &[u64]| {
+        let mut s: Vec<u64> = buckets.iter().copied().filter(|&k| k != EMPTY).collect();
+        s.par_sort_unstable();
+        s
+    };
+    let count = |sorted: &[u64], key: u64| {
+        (sorted.partition_point(|&k| k <= key) - sorted.partition_point(|&k| k < key)) as u64
+    };
+    for table in &tables {
+        let in_a = buckets_of(table, a);
+        let in_b = b.map(|b| buckets_of(table, b));
+        let (sorted_a, sorted_b) = (sorted(&in_a), in_b.as_deref().map(sorted));
+        met.par_iter_mut()
+            .zip(pairs.par_iter())
+            .filter(|(m, _)| !**m)
+            .for_each(|(m, &(i, j))| {
+                let key = in_a[i as usize];
+                let other = in_b.as_deref().unwrap_or(&in_a)[j as usize];
+                if key == EMPTY || key != other || (b.is_none() && i == j) {
+                    return;
+                }
+                let bucket_pairs = match &sorted_b {
+                    Some(sorted_b) => count(&sorted_a, key) * count(sorted_b, key),
+                    None => {
+                        let n = count(&sorted_a, key);
+                        n * n.saturating_sub(1) / 2
+                    }
+                };
+                *m = bucket_pairs <= params.max_bucket_pairs;
+            });
+    }
+    Ok(met)
+}
+
+/// Which of `pairs` [`key_search`] meets: the two records share a key whose
+/// group it does not skip (see [`lsh_pairs_met`]).
+///
+/// # Errors
+/// [`BlockError::PairOutOfRange`] for a row past the end.
+pub fn key_pairs_met<K: Ord + Sync>(
+    keys_a: &[Vec<K>],
+    keys_b: Option<&[Vec<K>]>,
+    max_bucket_pairs: u64,
+    pairs: &[(u32, u32)],
+) -> Result<Vec<bool>, BlockError> {
+    check_pairs(pairs, keys_a.len(), keys_b.map_or(keys_a.len(), <[Vec<K>]>::len))?;
+    // Each key once per record, sorted, per site.
+    fn site_keys<K: Ord + Sync>(keys: &[Vec<K>]) -> Vec<&K> {
+        let mut all: Vec<&K> = keys
+            .iter()
+            .flat_map(|list| {
+                let mut own: Vec<&K> = list.iter().collect();
+                own.sort_unstable();
+                own.dedup();
+                own
+            })
+            .collect();
+        all.par_sort_unstable();
+        all
+    }
+    let count = |sorted: &[&K], key: &K| {
+        (sorted.partition_point(|&k| k <= key) - sorted.partition_point(|&k| k < key)) as u64
+    };
+    let all_a = site_keys(keys_a);
+    let all_b = keys_b.map(site_keys);
+    Ok(pairs
+        .par_iter()
+        .map(|&(i, j)| {
+            if keys_b.is_none() && i == j {
+                return false;
+            }
+            let other = keys_b.unwrap_or(keys_a);
+            keys_a[i as usize].iter().any(|key| {
+                other[j as usize].contains(key) && {
+                    let bucket_pairs = match &all_b {
+                        Some(all_b) => count(&all_a, key) * count(all_b, key),
+                        None => {
+                            let n = count(&all_a, key);
+                            n * n.saturating_sub(1) / 2
+                        }
+                    };
+                    bucket_pairs <= max_bucket_pairs
+                }
+            })
+        })
+        .collect())
+}
+
+fn check_pairs(pairs: &[(u32, u32)], n_a: usize, n_b: usize) -> Result<(), BlockError> {
+    match pairs
+        .iter()
+        .find(|&&(i, j)| i as usize >= n_a || j as usize >= n_b)
+    {
+        Some(&(i, j)) => Err(BlockError::PairOutOfRange {
+            a: i,
+            b: j,
+            records_a: n_a,
+            records_b: n_b,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Each record's usable key ids, ascending, in one flat array.
 struct KeyLists {
     offsets: Vec<usize>,
@@ -1790,6 +1938,75 @@ mod tests {
         let set: BTreeSet<_> = pairs.iter().copied().collect();
         assert_eq!(set.len(), pairs.len());
         assert!(set.len() < expected.len() || expected.is_empty());
+    }
+
+    /// Every pair of the two sites (or within one), in row order.
+    fn every_pair(n_a: usize, n_b: Option<usize>) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        for i in 0..n_a as u32 {
+            match n_b {
+                Some(n_b) => out.extend((0..n_b as u32).map(|j| (i, j))),
+                None => out.extend((i + 1..n_a as u32).map(|j| (i, j))),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pairs_met_are_exactly_the_candidates() {
+        let data = random_clks_with_copies(150, 256, 0.3, 0.1, 4);
+        let words = data.words;
+        for cap in [u64::MAX, 5] {
+            let mut p = params(12, 10);
+            p.max_bucket_pairs = cap;
+            for b in [Some(&data.b[..]), None] {
+                let (pairs, _) = collect(&data.a, b, words, &p);
+                let emitted: BTreeSet<_> = pairs.into_iter().collect();
+                let all = every_pair(150, b.map(|_| 150));
+                let met = lsh_pairs_met(&data.a, b, words, &p, &all).unwrap();
+                let found: BTreeSet<_> = all
+                    .iter()
+                    .zip(&met)
+                    .filter(|(_, m)| **m)
+                    .map(|(pair, _)| *pair)
+                    .collect();
+                assert!(!emitted.is_empty());
+                assert_eq!(found, emitted, "cap {cap}, two sites {}", b.is_some());
+            }
+        }
+        let out_of_range = lsh_pairs_met(&data.a, None, words, &params(2, 2), &[(0, 150)]);
+        assert!(matches!(
+            out_of_range,
+            Err(BlockError::PairOutOfRange { b: 150, .. })
+        ));
+    }
+
+    #[test]
+    fn key_pairs_met_are_exactly_the_candidates() {
+        let mut rng = Rng::new(5);
+        let mut keys = |n: usize| -> Vec<Vec<u32>> {
+            (0..n)
+                .map(|_| (0..rng.below(4)).map(|_| rng.below(25) as u32).collect())
+                .collect()
+        };
+        let (ka, kb) = (keys(120), keys(90));
+        for cap in [u64::MAX, 30] {
+            for b in [Some(&kb[..]), None] {
+                let mut pairs = Vec::new();
+                key_candidates(&ka, b, cap, |c| pairs.extend_from_slice(c)).unwrap();
+                let emitted: BTreeSet<_> = pairs.into_iter().collect();
+                let all = every_pair(120, b.map(<[Vec<u32>]>::len));
+                let met = key_pairs_met(&ka, b, cap, &all).unwrap();
+                let found: BTreeSet<_> = all
+                    .iter()
+                    .zip(&met)
+                    .filter(|(_, m)| **m)
+                    .map(|(pair, _)| *pair)
+                    .collect();
+                assert!(!emitted.is_empty());
+                assert_eq!(found, emitted, "cap {cap}, two sites {}", b.is_some());
+            }
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@
 //!             filter_bits: schema.filter_bits(),
 //!             key_check_value: Some(secret.key_check_value()),
 //!         },
-//!         ids: vec![], clks: vec![], popcounts: vec![],
+//!         ids: vec![], clks: vec![], popcounts: vec![], blocking_keys: None,
 //!     };
 //!     for &(id, given_name, surname, date_of_birth) in records {
 //!         let values: Vec<Option<&str>> = schema.features().iter().map(|f| {

@@ -788,6 +788,7 @@ mod tests {
                 ids: ids.iter().map(|s| s.to_string()).collect(),
                 popcounts: flat.chunks(2).map(clk_file::popcount).collect(),
                 clks: flat,
+                blocking_keys: None,
             },
         )
     }

@@ -53,6 +53,9 @@ pub struct ClkFile {
     /// All clks back to back: record `i` is `clks[i * b..(i + 1) * b]` with `b = filter_bytes()`.
     pub clks: Vec<u8>,
     pub popcounts: Vec<u16>,
+    /// Site-side blocking keys, when the schema declares them: record `i`'s
+    /// keyed hashes (`blocking_keys[i]`, one per key it has a value for).
+    pub blocking_keys: Option<Vec<Vec<u64>>>,
 }
 
 impl ClkFile {
@@ -279,6 +282,7 @@ fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
         ids,
         clks,
         popcounts,
+        blocking_keys: None,
     })
 }
 
@@ -336,6 +340,7 @@ fn read_clkhash_json(path: &Path) -> Result<ClkFile, ClkFileError> {
         ids: (0..parsed.clks.len()).map(|i| i.to_string()).collect(),
         popcounts: clks.chunks_exact(bytes.max(1)).map(popcount).collect(),
         clks,
+        blocking_keys: None,
     })
 }
 
@@ -356,6 +361,7 @@ mod tests {
             ids: vec!["r1".into(), "r2".into()],
             popcounts: clks.chunks(2).map(popcount).collect(),
             clks,
+            blocking_keys: None,
         }
     }
 

@@ -56,6 +56,7 @@ fn write_site(dir: &Path, meta: ClkMeta, records: &[(String, Vec<u8>)]) -> PathB
         ids: records.iter().map(|r| r.0.clone()).collect(),
         popcounts: records.iter().map(|r| clk_file::popcount(&r.1)).collect(),
         clks,
+        blocking_keys: None,
     };
     clk_file::write_parquet(&path, &file).unwrap();
     path
@@ -574,6 +575,7 @@ fn anonlink_json_inputs_take_site_names_from_the_command_line() {
             ids: recs.iter().map(|r| r.0.clone()).collect(),
             popcounts: recs.iter().map(|r| clk_file::popcount(&r.1)).collect(),
             clks: recs.iter().flat_map(|r| r.1.iter().copied()).collect(),
+            blocking_keys: None,
         };
         clk_file::write_clkhash_json(&path, &file).unwrap();
         path
