@@ -27,7 +27,12 @@ use parquet::arrow::ArrowWriter;
 use crate::io::atomic::AtomicFile;
 use crate::io::clk_file::{self, ClkFile, ClkFileError};
 use crate::io::table;
-use crate::similarity::{self, Candidate, Kernel, PackedClks, SearchOptions, SearchStats};
+use rayon::slice::ParallelSliceMut;
+
+use crate::block::{self, BlockError, BlockStats, LshParams, LshTarget, PlanOptions};
+use crate::similarity::{
+    self, Candidate, Kernel, PackedClks, SearchOptions, SearchStats, and_popcounts, dice_score,
+};
 use crate::solve::{self, DedupOptions, RecordRef, ScoredPair};
 
 /// The threshold used when none is given. Chosen on Febrl4 (5,000 × 5,000
@@ -56,6 +61,14 @@ pub struct MatchOptions {
     pub top_k: Option<usize>,
     /// Deduplication only: the largest entity allowed.
     pub max_cluster_size: Option<usize>,
+    /// Which pairs are scored: all, or the candidates of a blocking method.
+    pub blocking: Blocking,
+    /// How LSH blocking chooses its parameters, when it is used.
+    pub lsh: LshOptions,
+    /// Blocking skips a bucket (LSH) or key with more pairs than this; `None`
+    /// for [`block::DEFAULT_MAX_BUCKET_PAIRS`] with LSH and
+    /// [`DEFAULT_MAX_KEY_PAIRS`] with keys.
+    pub max_bucket_pairs: Option<u64>,
 }
 
 impl Default for MatchOptions {
@@ -65,6 +78,96 @@ impl Default for MatchOptions {
             min_score: None,
             top_k: None,
             max_cluster_size: None,
+            blocking: Blocking::None,
+            lsh: LshOptions::default(),
+            max_bucket_pairs: None,
+        }
+    }
+}
+
+/// Which pairs of records a run scores (see [`crate::block`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Blocking {
+    /// Every pair: exact, and fast enough up to some 10^9 pairs.
+    #[default]
+    None,
+    /// Hamming LSH on the clks: needs nothing from the sites; finds each best
+    /// match with the probability [`LshOptions`] asks for.
+    Lsh,
+    /// Pairs that share a site-side blocking key (every input must carry
+    /// keys: a schema with `blocking_keys`).
+    Keys,
+    /// All pairs up to [`AUTO_ALL_PAIRS`] pairs; above, keys when every input
+    /// has them, else LSH when its plan expects to take at most half the
+    /// time of all pairs, else all pairs.
+    Auto,
+}
+
+/// Up to this many pairs, [`Blocking::Auto`] compares all pairs (a few
+/// seconds on two cores).
+pub const AUTO_ALL_PAIRS: u64 = 2_000_000_000;
+
+/// The default cap on the pairs of one blocking key: keys are coarse (a
+/// phonetic code and a year), so common ones are large but still informative.
+pub const DEFAULT_MAX_KEY_PAIRS: u64 = 1 << 28;
+
+/// How LSH parameters are chosen: planned from the clks
+/// ([`block::LshParams::for_clks_with`]) unless both are given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LshOptions {
+    /// `L`, the number of tables, instead of the planned one.
+    pub tables: Option<usize>,
+    /// `k`, sampled bits per table, instead of the planned one.
+    pub bits_per_key: Option<usize>,
+    /// What the plan promises. The default plans for the best matches of a
+    /// sample of 1,000 records, found with probability 0.995 (the pairs a
+    /// one-to-one solver links), with an expected reduction ratio of at least
+    /// 0.99 when some parameters reach both (else the least work that reaches
+    /// the recall). On Febrl4 at the default threshold this leaves under 1%
+    /// of the pairs and keeps over 99% of the links.
+    pub plan: PlanOptions,
+    /// Seeds the sampled bit positions.
+    pub seed: u64,
+}
+
+impl Default for LshOptions {
+    fn default() -> Self {
+        Self {
+            tables: None,
+            bits_per_key: None,
+            plan: PlanOptions {
+                recall: 0.995,
+                target: LshTarget::BestMatches { sample_rows: 1000 },
+                min_reduction_ratio: 0.99,
+                ..PlanOptions::default()
+            },
+            seed: block::DEFAULT_SEED,
+        }
+    }
+}
+
+/// The blocking a run used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BlockingUsed {
+    /// Every pair was compared.
+    AllPairs,
+    /// Hamming LSH with these parameters; `planned_recall` is the plan's
+    /// expected recall (`None` when the parameters were given).
+    Lsh {
+        params: LshParams,
+        planned_recall: Option<f64>,
+    },
+    /// Equal site-side keys; keys with more pairs than the cap were skipped.
+    Keys { max_bucket_pairs: u64 },
+}
+
+impl BlockingUsed {
+    /// `none`, `lsh` or `keys`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BlockingUsed::AllPairs => "none",
+            BlockingUsed::Lsh { .. } => "lsh",
+            BlockingUsed::Keys { .. } => "keys",
         }
     }
 }
@@ -152,6 +255,16 @@ pub enum MatchError {
         first: usize,
         second: usize,
     },
+    #[error("blocking: {0}")]
+    Block(#[from] BlockError),
+    #[error("{0}")]
+    LshOption(String),
+    #[error(
+        "--blocking keys needs blocking keys in every input, and {path} has none: encode every \
+         site with a schema that declares `blocking_keys` (`pprl schema init --blocking-keys`), \
+         or use --blocking lsh"
+    )]
+    NoBlockingKeys { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -208,8 +321,17 @@ pub struct MatchSummary {
     pub kernel: Kernel,
     /// Filter length in bits.
     pub filter_bits: usize,
-    /// Pairs whose clks were compared.
+    /// The blocking used.
+    pub blocking: BlockingUsed,
+    /// Every pair the run could have compared (all pairs of records of
+    /// different sites; within one site for deduplication).
+    pub all_pairs: u64,
+    /// Pairs whose clks were compared (with blocking: pairs met, repeats
+    /// included).
     pub comparisons: u64,
+    /// LSH: pairs scoring at least the threshold met again in a later table
+    /// (and scored again). Low-scoring repeats are not told apart.
+    pub repeats: u64,
     /// Pairs skipped because their popcounts could not reach the lowest score kept.
     pub skipped_by_length: u64,
     /// Pairs scoring at least the threshold (after top-k), handed to the solver.
@@ -243,6 +365,29 @@ pub struct MatchOutcome {
     pub summary: MatchSummary,
     schema_fingerprint: Option<String>,
     threshold: f64,
+}
+
+impl MatchSummary {
+    /// The reduction ratio of the literature, `1 − distinct pairs compared /
+    /// all pairs`: what blocking avoided (0 without blocking). With LSH, the
+    /// low-scoring pairs met in several tables count once per table, so this
+    /// is a lower bound.
+    pub fn reduction_ratio(&self) -> f64 {
+        self.ratio(self.comparisons - self.repeats + self.skipped_by_length)
+    }
+
+    /// `1 − comparisons / all pairs`, every repeat counted: the work avoided.
+    pub fn work_reduction_ratio(&self) -> f64 {
+        self.ratio(self.comparisons + self.skipped_by_length)
+    }
+
+    fn ratio(&self, compared: u64) -> f64 {
+        if self.all_pairs == 0 {
+            0.0
+        } else {
+            1.0 - (compared as f64 / self.all_pairs as f64).min(1.0)
+        }
+    }
 }
 
 impl MatchOutcome {
@@ -320,12 +465,16 @@ pub fn match_files(
         .iter()
         .map(|(_, f)| PackedClks::from_bytes(&f.clks, bytes))
         .collect();
+    let mut keys: Vec<Option<Vec<Vec<u64>>>> = Vec::with_capacity(files.len());
     let sites: Vec<Site> = files
         .into_iter()
-        .map(|(path, f)| Site {
-            name: f.meta.site,
-            path,
-            ids: f.ids,
+        .map(|(path, f)| {
+            keys.push(f.blocking_keys);
+            Site {
+                name: f.meta.site,
+                path,
+                ids: f.ids,
+            }
         })
         .collect();
 
@@ -340,13 +489,52 @@ pub fn match_files(
     };
     let advance = |n: u64| progress.advance(n);
     let mut stats = SearchStats::default();
+    let mut repeats = 0;
     let mut scored: Vec<ScoredPair> = Vec::new();
     let mode = match sites.len() {
         1 => MatchMode::Deduplicate,
         2 => MatchMode::TwoSites,
         _ => MatchMode::MultiParty,
     };
-    if mode == MatchMode::Deduplicate {
+    // The site pairs compared: (i, None) within site i, or (i, Some(j)).
+    let site_pairs: Vec<(usize, Option<usize>)> = if mode == MatchMode::Deduplicate {
+        vec![(0, None)]
+    } else {
+        (0..packed.len())
+            .flat_map(|i| (i + 1..packed.len()).map(move |j| (i, Some(j))))
+            .collect()
+    };
+    let all_pairs: u64 = site_pairs
+        .iter()
+        .map(|&(i, j)| {
+            let n = packed[i].len() as u64;
+            match j {
+                Some(j) => n * packed[j].len() as u64,
+                None => n * n.saturating_sub(1) / 2,
+            }
+        })
+        .sum();
+    let blocking = choose_blocking(options, &packed, &keys, &sites, &site_pairs, all_pairs, search_threshold)?;
+    if blocking != BlockingUsed::AllPairs {
+        progress.start(site_pairs.len() as u64);
+        for &(i, j) in &site_pairs {
+            let (found, s, block_stats) = blocked_search(
+                &blocking,
+                (&packed[i], keys[i].as_deref()),
+                j.map(|j| (&packed[j], keys[j].as_deref())),
+                search_threshold,
+            )?;
+            stats += s;
+            repeats += block_stats.repeats;
+            let found = match options.top_k {
+                Some(k) => keep_top_k(found, k, j.is_none()),
+                None => found,
+            };
+            let j = j.unwrap_or(i);
+            scored.extend(found.iter().map(|c| scored_pair(c, i as u32, j as u32)));
+            progress.advance(1);
+        }
+    } else if mode == MatchMode::Deduplicate {
         progress.start(packed[0].len() as u64);
         let (found, s) = similarity::search_self(&packed[0], &search, &advance);
         stats += s;
@@ -400,7 +588,10 @@ pub fn match_files(
         mode,
         kernel: Kernel::best(),
         filter_bits,
+        blocking,
+        all_pairs,
         comparisons: stats.comparisons,
+        repeats,
         skipped_by_length: stats.skipped_by_length,
         candidates: accepted.len() as u64,
         scored_pairs: scores.as_ref().map(|s| s.len() as u64),
@@ -418,6 +609,216 @@ pub fn match_files(
         schema_fingerprint,
         threshold: options.threshold,
     })
+}
+
+/// Resolves [`MatchOptions::blocking`] for these inputs: plans LSH, checks
+/// that keys are there.
+fn choose_blocking(
+    options: &MatchOptions,
+    packed: &[PackedClks],
+    keys: &[Option<Vec<Vec<u64>>>],
+    sites: &[Site],
+    site_pairs: &[(usize, Option<usize>)],
+    all_pairs: u64,
+    threshold: f64,
+) -> Result<BlockingUsed, MatchError> {
+    let keys_used = || BlockingUsed::Keys {
+        max_bucket_pairs: options.max_bucket_pairs.unwrap_or(DEFAULT_MAX_KEY_PAIRS),
+    };
+    match options.blocking {
+        Blocking::None => Ok(BlockingUsed::AllPairs),
+        Blocking::Keys => match keys.iter().position(Option::is_none) {
+            Some(i) => Err(MatchError::NoBlockingKeys {
+                path: sites[i].path.clone(),
+            }),
+            None => Ok(keys_used()),
+        },
+        Blocking::Lsh => plan_lsh(options, packed, site_pairs, threshold).map(|(used, _)| used),
+        Blocking::Auto => {
+            if all_pairs <= AUTO_ALL_PAIRS {
+                Ok(BlockingUsed::AllPairs)
+            } else if keys.iter().all(Option::is_some) {
+                Ok(keys_used())
+            } else {
+                match plan_lsh(options, packed, site_pairs, threshold) {
+                    Ok((used, worthwhile)) if worthwhile => Ok(used),
+                    // No plan reaches the recall: all pairs are the only safe choice.
+                    Ok(_) | Err(MatchError::Block(BlockError::Unreachable { .. })) => {
+                        Ok(BlockingUsed::AllPairs)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// LSH parameters for the run, planned on its largest site pair (one set of
+/// parameters for every pair), with the user's overrides; and whether the
+/// plan expects LSH to pay off.
+fn plan_lsh(
+    options: &MatchOptions,
+    packed: &[PackedClks],
+    site_pairs: &[(usize, Option<usize>)],
+    threshold: f64,
+) -> Result<(BlockingUsed, bool), MatchError> {
+    let lsh = &options.lsh;
+    let size = |&(i, j): &(usize, Option<usize>)| {
+        packed[i].len() as u64 * j.map_or(packed[i].len(), |j| packed[j].len()) as u64
+    };
+    let &(i, j) = site_pairs
+        .iter()
+        .max_by_key(|p| size(p))
+        .expect("at least one site pair");
+    let words = packed[i].words_per_clk();
+    let (mut params, planned_recall, worthwhile) = match (lsh.tables, lsh.bits_per_key) {
+        (Some(tables), Some(bits_per_key)) => (
+            LshParams {
+                tables,
+                bits_per_key,
+                seed: lsh.seed,
+                min_key_bits: 1,
+                max_bucket_pairs: block::DEFAULT_MAX_BUCKET_PAIRS,
+            },
+            None,
+            true,
+        ),
+        _ => {
+            let plan_with = |plan: &PlanOptions| {
+                LshParams::for_clks_with(
+                    threshold,
+                    packed[i].words(),
+                    j.map(|j| packed[j].words()),
+                    words,
+                    plan,
+                )
+            };
+            let plan = match plan_with(&lsh.plan) {
+                Err(BlockError::Unreachable { .. }) if lsh.plan.min_reduction_ratio > 0.0 => {
+                    plan_with(&PlanOptions {
+                        min_reduction_ratio: 0.0,
+                        ..lsh.plan
+                    })?
+                }
+                other => other?,
+            };
+            let worthwhile = plan.worthwhile();
+            (plan.params, Some(plan.recall), worthwhile)
+        }
+    };
+    params.seed = lsh.seed;
+    if let Some(tables) = lsh.tables {
+        params.tables = tables;
+    }
+    if let Some(bits) = lsh.bits_per_key {
+        params.bits_per_key = bits;
+    }
+    if let Some(cap) = options.max_bucket_pairs {
+        params.max_bucket_pairs = cap;
+    }
+    // Overridden parameters no longer have the plan's recall.
+    let planned_recall = planned_recall.filter(|_| lsh.tables.is_none() && lsh.bits_per_key.is_none());
+    Ok((
+        BlockingUsed::Lsh {
+            params,
+            planned_recall,
+        },
+        worthwhile,
+    ))
+}
+
+/// The pairs of `a` × `b` (within `a` when `b` is `None`) that the blocking
+/// meets and that score at least `threshold`, sorted by `(a, b)` as the
+/// all-pairs search returns them. Scores come from the same kernel and
+/// [`dice_score`], so a pair gets the same score either way.
+fn blocked_search(
+    blocking: &BlockingUsed,
+    (a, keys_a): (&PackedClks, Option<&[Vec<u64>]>),
+    b: Option<(&PackedClks, Option<&[Vec<u64>]>)>,
+    threshold: f64,
+) -> Result<(Vec<Candidate>, SearchStats, BlockStats), MatchError> {
+    let kernel = Kernel::best();
+    let other = b.map_or(a, |b| b.0);
+    let (pop_a, pop_b) = (a.popcounts(), other.popcounts());
+    let score = |i: u32, j: u32| -> Option<f64> {
+        let (pa, pb) = (pop_a[i as usize], pop_b[j as usize]);
+        // The length filter: no overlap can lift the pair to the threshold.
+        if dice_score(pa.min(pb), pa, pb) < threshold {
+            return None;
+        }
+        let mut count = [0u32];
+        and_popcounts(kernel, a.clk(i as usize), other.clk(j as usize), &mut count);
+        let score = dice_score(count[0], pa, pb);
+        (score >= threshold).then_some(score)
+    };
+    let mut found: Vec<Candidate> = Vec::new();
+    let consume = |kept: Vec<(u32, u32, f64)>| {
+        found.extend(kept.into_iter().map(|(a, b, score)| Candidate { a, b, score }));
+    };
+    let block_stats = match blocking {
+        BlockingUsed::AllPairs => unreachable!("blocked_search is only called with blocking"),
+        BlockingUsed::Lsh { params, .. } => block::lsh_search(
+            a.words(),
+            b.map(|b| b.0.words()),
+            a.words_per_clk(),
+            params,
+            score,
+            consume,
+        )?,
+        BlockingUsed::Keys { max_bucket_pairs } => {
+            const CHECKED: &str = "every input has keys (checked by choose_blocking)";
+            block::key_search(
+                keys_a.expect(CHECKED),
+                b.map(|b| b.1.expect(CHECKED)),
+                *max_bucket_pairs,
+                score,
+                consume,
+            )?
+        }
+    };
+    found.par_sort_unstable_by_key(|c| (c.a, c.b));
+    let stats = SearchStats {
+        comparisons: block_stats.comparisons,
+        skipped_by_length: 0,
+        candidates: found.len() as u64,
+    };
+    Ok((found, stats, block_stats))
+}
+
+/// Keeps the `k` best candidates of each record of the first site (score
+/// descending, then the other record), as [`SearchOptions::top_k`] does; within
+/// one site a pair stays when it is among the `k` best of either record.
+/// Returns them sorted by `(a, b)`.
+fn keep_top_k(mut found: Vec<Candidate>, k: usize, one_site: bool) -> Vec<Candidate> {
+    let best_of = |found: &mut Vec<Candidate>, side: fn(&Candidate) -> (u32, u32)| {
+        found.sort_unstable_by(|x, y| {
+            let (xr, xo) = side(x);
+            let (yr, yo) = side(y);
+            xr.cmp(&yr)
+                .then(y.score.total_cmp(&x.score))
+                .then(xo.cmp(&yo))
+        });
+        let mut kept: Vec<Candidate> = Vec::new();
+        let mut run = 0;
+        for (n, c) in found.iter().enumerate() {
+            if n > 0 && side(&found[n - 1]).0 == side(c).0 {
+                run += 1;
+            } else {
+                run = 0;
+            }
+            if run < k {
+                kept.push(*c);
+            }
+        }
+        kept
+    };
+    let mut kept = best_of(&mut found, |c| (c.a, c.b));
+    if one_site {
+        kept.extend(best_of(&mut found, |c| (c.b, c.a)));
+    }
+    kept.sort_unstable_by_key(|c| (c.a, c.b));
+    kept.dedup_by_key(|c| (c.a, c.b));
+    kept
 }
 
 fn check_options(options: &MatchOptions) -> Result<(), MatchError> {
@@ -438,6 +839,18 @@ fn check_options(options: &MatchOptions) -> Result<(), MatchError> {
     }
     if options.max_cluster_size.is_some_and(|m| m < 2) {
         return Err(MatchError::MaxClusterSize);
+    }
+    let lsh = &options.lsh;
+    if !(lsh.plan.recall > 0.0 && lsh.plan.recall < 1.0) {
+        return Err(MatchError::LshOption(format!(
+            "the LSH recall must be greater than 0 and less than 1, not {}",
+            lsh.plan.recall
+        )));
+    }
+    if lsh.tables == Some(0) || lsh.bits_per_key == Some(0) {
+        return Err(MatchError::LshOption(
+            "LSH needs at least one table and one bit per table".into(),
+        ));
     }
     Ok(())
 }
@@ -633,6 +1046,8 @@ fn write_all(
     if let Some(fp) = &outcome.schema_fingerprint {
         metadata.push((clk_file::keys::SCHEMA_FINGERPRINT, fp.as_str()));
     }
+    let blocking = blocking_metadata(&outcome.summary.blocking);
+    metadata.extend(blocking.iter().map(|(k, v)| (*k, v.as_str())));
 
     let mut written = vec![(
         out_dir.join(LINKS_FILE),
@@ -670,6 +1085,61 @@ fn write_all(
         paths.push(path);
     }
     Ok(paths)
+}
+
+/// Metadata keys that say how a run blocked, so that `pprl evaluate` can
+/// tell which true pairs blocking kept ([`blocking_from_metadata`]).
+pub mod blocking_keys {
+    pub const METHOD: &str = "pprl.blocking";
+    pub const LSH_TABLES: &str = "pprl.blocking.lsh_tables";
+    pub const LSH_BITS: &str = "pprl.blocking.lsh_bits_per_key";
+    pub const LSH_SEED: &str = "pprl.blocking.lsh_seed";
+    pub const LSH_MIN_KEY_BITS: &str = "pprl.blocking.lsh_min_key_bits";
+    pub const MAX_BUCKET_PAIRS: &str = "pprl.blocking.max_bucket_pairs";
+}
+
+fn blocking_metadata(blocking: &BlockingUsed) -> Vec<(&'static str, String)> {
+    use blocking_keys::*;
+    let mut out = vec![(METHOD, blocking.name().to_owned())];
+    match blocking {
+        BlockingUsed::AllPairs => {}
+        BlockingUsed::Lsh { params, .. } => out.extend([
+            (LSH_TABLES, params.tables.to_string()),
+            (LSH_BITS, params.bits_per_key.to_string()),
+            (LSH_SEED, params.seed.to_string()),
+            (LSH_MIN_KEY_BITS, params.min_key_bits.to_string()),
+            (MAX_BUCKET_PAIRS, params.max_bucket_pairs.to_string()),
+        ]),
+        BlockingUsed::Keys { max_bucket_pairs } => {
+            out.push((MAX_BUCKET_PAIRS, max_bucket_pairs.to_string()))
+        }
+    }
+    out
+}
+
+/// The blocking recorded in a links file's metadata; `None` when the file
+/// records none (written before blocking existed: all pairs) or a value is
+/// malformed.
+pub fn blocking_from_metadata(metadata: &HashMap<String, String>) -> Option<BlockingUsed> {
+    use blocking_keys::*;
+    let get = |key: &str| metadata.get(key).and_then(|v| v.parse::<u64>().ok());
+    match metadata.get(METHOD).map(String::as_str) {
+        None | Some("none") => Some(BlockingUsed::AllPairs),
+        Some("lsh") => Some(BlockingUsed::Lsh {
+            params: LshParams {
+                tables: usize::try_from(get(LSH_TABLES)?).ok()?,
+                bits_per_key: usize::try_from(get(LSH_BITS)?).ok()?,
+                seed: get(LSH_SEED)?,
+                min_key_bits: u32::try_from(get(LSH_MIN_KEY_BITS)?).ok()?,
+                max_bucket_pairs: get(MAX_BUCKET_PAIRS)?,
+            },
+            planned_recall: None,
+        }),
+        Some("keys") => Some(BlockingUsed::Keys {
+            max_bucket_pairs: get(MAX_BUCKET_PAIRS)?,
+        }),
+        Some(_) => None,
+    }
 }
 
 /// Rows per record batch written, so that the strings of a large scores file

@@ -44,6 +44,11 @@ pub struct EvaluateArgs {
     /// Write an SVG of the score distributions and the precision/recall curve.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// The sites' clk files the match run read (all of them): reports the pair
+    /// completeness of its blocking, the share of true pairs that blocking left to be
+    /// scored (read from the run's --blocking recorded in links.parquet).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    clks: Vec<PathBuf>,
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
@@ -56,6 +61,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     options.entities = args.entities;
     options.scores = args.scores;
     options.plot = args.plot;
+    options.clks = args.clks;
     options.thresholds = args
         .thresholds
         .as_deref()
@@ -76,6 +82,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     match report.records {
         Some(n) => println!("records:     {n} (every id checked against the entity file)"),
         None => println!("records:     ids not checked (give --entities to check them)"),
+    }
+    if let Some(b) = &report.blocking {
+        println!(
+            "blocking:    {}: {} of {} true pairs left to be scored, pair completeness {:.4}",
+            b.method,
+            b.kept,
+            b.true_pairs,
+            b.pair_completeness()
+        );
     }
     println!();
     println!("{}", header());

@@ -9,9 +9,25 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pprl::block::{LshTarget, PlanOptions};
 use pprl::matching::{
-    self, DEFAULT_THRESHOLD, MatchInput, MatchMode, MatchOptions, MatchOutcome, MatchProgress,
+    self, Blocking, BlockingUsed, DEFAULT_THRESHOLD, LshOptions, MatchInput, MatchMode,
+    MatchOptions, MatchOutcome, MatchProgress,
 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BlockingArg {
+    None,
+    Lsh,
+    Keys,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LshTargetArg {
+    BestMatches,
+    Threshold,
+}
 
 /// Arguments of `pprl match`; the help text is in `long_about`.
 #[derive(Debug, clap::Args)]
@@ -73,6 +89,40 @@ pub struct MatchArgs {
     #[arg(long, value_name = "N")]
     max_cluster_size: Option<usize>,
 
+    /// Which pairs are scored. `none`: all pairs (exact). `lsh`: Hamming LSH on the clks,
+    /// nothing needed from the sites; planned so that each best match is found with
+    /// probability --lsh-recall. `keys`: pairs sharing a site-side blocking key (every input
+    /// must carry keys: encode with a schema that declares `blocking_keys`). `auto`: all
+    /// pairs up to 2e9 pairs; above, keys when every input has them, else LSH when its plan
+    /// expects to take at most half the time of all pairs, else all pairs. The summary
+    /// reports the method and the reduction ratio.
+    #[arg(long, value_enum, default_value_t = BlockingArg::Auto, value_name = "METHOD")]
+    blocking: BlockingArg,
+
+    /// LSH: the number of tables L [default: planned from the clks and the threshold].
+    #[arg(long, value_name = "L")]
+    lsh_tables: Option<usize>,
+
+    /// LSH: bits sampled per table k [default: planned from the clks and the threshold].
+    #[arg(long, value_name = "K")]
+    lsh_bits: Option<usize>,
+
+    /// LSH: the probability with which the plan finds what --lsh-target says.
+    #[arg(long, default_value_t = 0.995, value_name = "R")]
+    lsh_recall: f64,
+
+    /// LSH: what the plan must find. `best-matches`: the best partner above the threshold of
+    /// a sample of 1,000 records (the pairs a one-to-one link keeps; on Febrl4 this leaves
+    /// under 1% of the pairs). `threshold`: every pair at the threshold (leaves far more
+    /// pairs on densely filled filters).
+    #[arg(long, value_enum, default_value_t = LshTargetArg::BestMatches, value_name = "TARGET")]
+    lsh_target: LshTargetArg,
+
+    /// Blocking skips a bucket or key with more pairs than this (counted in the summary)
+    /// [default: 4194304 for LSH, 268435456 for keys].
+    #[arg(long, value_name = "N")]
+    max_bucket_pairs: Option<u64>,
+
     /// The site name of each input, in order, instead of the one stored in the file
     /// (anonlink JSON stores none: its file name is used). Repeat once per input.
     #[arg(long = "site", value_name = "NAME")]
@@ -112,6 +162,26 @@ pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
         },
         top_k: args.top_k,
         max_cluster_size: args.max_cluster_size,
+        blocking: match args.blocking {
+            BlockingArg::None => Blocking::None,
+            BlockingArg::Lsh => Blocking::Lsh,
+            BlockingArg::Keys => Blocking::Keys,
+            BlockingArg::Auto => Blocking::Auto,
+        },
+        lsh: LshOptions {
+            tables: args.lsh_tables,
+            bits_per_key: args.lsh_bits,
+            plan: PlanOptions {
+                recall: args.lsh_recall,
+                target: match args.lsh_target {
+                    LshTargetArg::BestMatches => LshTarget::BestMatches { sample_rows: 1000 },
+                    LshTargetArg::Threshold => LshTarget::Threshold,
+                },
+                ..LshOptions::default().plan
+            },
+            ..LshOptions::default()
+        },
+        max_bucket_pairs: args.max_bucket_pairs,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
@@ -192,6 +262,27 @@ fn summary(o: &MatchOutcome, args: &MatchArgs, total_seconds: f64) -> String {
             site.path.display()
         );
     }
+    out += &match s.blocking {
+        BlockingUsed::AllPairs => format!("  blocking: none, all {} pairs\n", s.all_pairs),
+        BlockingUsed::Lsh {
+            params,
+            planned_recall,
+        } => format!(
+            "  blocking: lsh, {} tables of {} bits{}: reduction ratio >= {:.4} of {} pairs \
+             ({:.4} counting pairs met in several tables each time)\n",
+            params.tables,
+            params.bits_per_key,
+            planned_recall.map_or(String::new(), |r| format!(" (planned recall {r:.3})")),
+            s.reduction_ratio(),
+            s.all_pairs,
+            s.work_reduction_ratio(),
+        ),
+        BlockingUsed::Keys { .. } => format!(
+            "  blocking: site keys: reduction ratio {:.4} of {} pairs\n",
+            s.reduction_ratio(),
+            s.all_pairs
+        ),
+    };
     let pairs = s.comparisons + s.skipped_by_length;
     let skipped_pct = if pairs == 0 {
         0.0

@@ -13,7 +13,10 @@
 //! Pairs are unordered: a link (A, x, B, y) and a truth pair (B, y, A, x) are
 //! the same pair.
 
+mod blocking;
 mod plot;
+
+pub use blocking::BlockingReport;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -133,6 +136,27 @@ pub enum EvaluateError {
     /// A threshold sweep that makes no sense.
     #[error("thresholds {text:?}: {problem} (expected START:STOP:STEP, e.g. 0.5:1:0.05)")]
     BadThresholds { text: String, problem: String },
+    /// A clk file given for pair completeness cannot be read.
+    #[error(transparent)]
+    Clks(#[from] crate::io::clk_file::ClkFileError),
+    /// The links file records a blocking this version cannot read.
+    #[error("{path}: its pprl.blocking metadata is malformed or from a newer version")]
+    BlockingMetadata { path: PathBuf },
+    /// A site of the truth without a clk file.
+    #[error(
+        "pair completeness needs the clk file of every site of the truth: site {site:?} is none \
+         of the sites of the given clk files ({})", given.join(", ")
+    )]
+    ClksMissingSite { site: String, given: Vec<String> },
+    /// A true record that is not in its site's clk file.
+    #[error("{path} has no record {id:?}: is it the file the match run read?")]
+    ClksMissingRecord { path: PathBuf, id: String },
+    /// The run blocked on keys but a clk file has none.
+    #[error("the match run blocked on site keys but {path} carries none: is it the file the match run read?")]
+    ClksWithoutKeys { path: PathBuf },
+    /// Recomputing the blocking failed.
+    #[error("blocking: {0}")]
+    Block(#[from] crate::block::BlockError),
     /// Drawing or writing the plot failed.
     #[error("cannot draw the plot {path}: {message}")]
     Plot { path: PathBuf, message: String },
@@ -265,6 +289,9 @@ pub struct EvaluateOptions {
     pub sweep_mode: Option<SweepMode>,
     /// Where to write the SVG plot, if anywhere.
     pub plot: Option<PathBuf>,
+    /// The sites' clk files the match run read: with them, the report says
+    /// how many true pairs its blocking kept ([`Report::blocking`]).
+    pub clks: Vec<PathBuf>,
 }
 
 impl EvaluateOptions {
@@ -278,6 +305,7 @@ impl EvaluateOptions {
             thresholds: None,
             sweep_mode: None,
             plot: None,
+            clks: Vec::new(),
         }
     }
 }
@@ -365,6 +393,8 @@ pub struct Report {
     pub links: Quality,
     /// The sweep, when scores were given.
     pub sweep: Option<Sweep>,
+    /// True pairs that the run's blocking kept, when clk files were given.
+    pub blocking: Option<BlockingReport>,
 }
 
 /// Evaluates a match run against the truth (see the module documentation).
@@ -461,12 +491,24 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<Report, EvaluateError> {
         plot::write_svg(path, &data)?;
     }
 
+    let blocking = if options.clks.is_empty() {
+        None
+    } else {
+        Some(blocking::report(
+            &options.links,
+            &options.clks,
+            &truth,
+            &records,
+        )?)
+    };
+
     Ok(Report {
         truth_pairs,
         records: options.entities.as_ref().map(|_| records.len() as u64),
         ids_checked: options.entities.is_some(),
         links: link_quality,
         sweep,
+        blocking,
     })
 }
 

@@ -126,6 +126,26 @@ pub fn read_batches(path: &Path) -> Result<Table, TableError> {
     Ok((schema, batches, metadata))
 }
 
+/// Reads only the key-value metadata of a Parquet file.
+///
+/// # Errors
+/// [`TableError`] naming `path` when it cannot be opened or is not Parquet.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, TableError> {
+    let file = File::open(path).map_err(|source| TableError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+        TableError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(key_value_metadata(
+        builder.metadata().file_metadata().key_value_metadata(),
+    ))
+}
+
 fn key_value_metadata(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
     kv.into_iter()
         .flatten()
@@ -162,6 +182,7 @@ mod tests {
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0], batch);
         assert_eq!(meta.get("pprl.site").map(String::as_str), Some("A"));
+        assert_eq!(read_metadata(&path).unwrap(), meta);
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! Pair completeness: how many true pairs the match run's blocking left to be
+//! scored. The run records its blocking in the links file's metadata
+//! ([`crate::matching::blocking_from_metadata`]); given the same clk files,
+//! [`crate::block::lsh_pairs_met`] and [`crate::block::key_pairs_met`] tell,
+//! pair by pair, whether blocking met it, without listing the candidates.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{EvaluateError, FxHashSet, Records};
+use crate::block;
+use crate::io::clk_file::{self, ClkFile};
+use crate::io::table;
+use crate::matching::{BlockingUsed, blocking_from_metadata};
+use crate::similarity::PackedClks;
+
+/// True pairs that survived blocking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockingReport {
+    /// The run's blocking: `none`, `lsh` or `keys`.
+    pub method: &'static str,
+    /// True pairs in the truth.
+    pub true_pairs: u64,
+    /// True pairs that blocking left to be scored.
+    pub kept: u64,
+}
+
+impl BlockingReport {
+    /// `kept / true_pairs` (1 when there are no true pairs).
+    pub fn pair_completeness(&self) -> f64 {
+        if self.true_pairs == 0 {
+            1.0
+        } else {
+            self.kept as f64 / self.true_pairs as f64
+        }
+    }
+}
+
+/// The blocking report of the run behind `links`, for the true pairs `truth`
+/// (pair keys of `records`), reading the sites' clk files `clks`.
+pub(super) fn report(
+    links: &Path,
+    clks: &[PathBuf],
+    truth: &FxHashSet<u64>,
+    records: &Records,
+) -> Result<BlockingReport, EvaluateError> {
+    let metadata = table::read_metadata(links)?;
+    let blocking =
+        blocking_from_metadata(&metadata).ok_or_else(|| EvaluateError::BlockingMetadata {
+            path: links.to_path_buf(),
+        })?;
+    let true_pairs = truth.len() as u64;
+    if blocking == BlockingUsed::AllPairs {
+        return Ok(BlockingReport {
+            method: blocking.name(),
+            true_pairs,
+            kept: true_pairs,
+        });
+    }
+    let files = clks
+        .iter()
+        .map(|path| Ok((path.clone(), clk_file::read(path, None)?)))
+        .collect::<Result<Vec<(PathBuf, ClkFile)>, EvaluateError>>()?;
+    let file_of = |site: &str| {
+        files
+            .iter()
+            .position(|(_, f)| f.meta.site == site)
+            .ok_or_else(|| EvaluateError::ClksMissingSite {
+                site: site.to_owned(),
+                given: files.iter().map(|(_, f)| f.meta.site.clone()).collect(),
+            })
+    };
+    // True pairs as rows of the clk files, grouped by pair of files.
+    let mut rows: Vec<HashMap<&str, u32>> = files
+        .iter()
+        .map(|(_, f)| {
+            f.ids
+                .iter()
+                .enumerate()
+                .map(|(r, id)| (id.as_str(), r as u32))
+                .collect()
+        })
+        .collect();
+    let mut by_files: HashMap<(usize, usize), Vec<(u32, u32)>> = HashMap::new();
+    let mut sorted: Vec<u64> = truth.iter().copied().collect();
+    sorted.sort_unstable();
+    for key in sorted {
+        let ends = [(key >> 32) as u32, key as u32].map(|r| {
+            let site = &records.sites[records.site_of[r as usize] as usize];
+            (site.as_str(), &*records.ids[r as usize])
+        });
+        let mut located = [(0usize, 0u32); 2];
+        for (slot, (site, id)) in located.iter_mut().zip(ends) {
+            let f = file_of(site)?;
+            let row = rows[f]
+                .get(id)
+                .ok_or_else(|| EvaluateError::ClksMissingRecord {
+                    path: files[f].0.clone(),
+                    id: id.to_owned(),
+                })?;
+            *slot = (f, *row);
+        }
+        located.sort_unstable();
+        let [(fx, rx), (fy, ry)] = located;
+        by_files.entry((fx, fy)).or_default().push((rx, ry));
+    }
+    rows.clear();
+
+    let mut kept = 0u64;
+    for ((fx, fy), pairs) in by_files {
+        let other = (fx != fy).then_some(fy);
+        let met = match &blocking {
+            BlockingUsed::AllPairs => unreachable!("returned above"),
+            BlockingUsed::Lsh { params, .. } => {
+                let bytes = files[fx].1.filter_bytes();
+                let pack = |f: usize| PackedClks::from_bytes(&files[f].1.clks, bytes);
+                let (a, b) = (pack(fx), other.map(pack));
+                block::lsh_pairs_met(
+                    a.words(),
+                    b.as_ref().map(PackedClks::words),
+                    a.words_per_clk(),
+                    params,
+                    &pairs,
+                )?
+            }
+            BlockingUsed::Keys { max_bucket_pairs } => {
+                let keys = |f: usize| {
+                    files[f]
+                        .1
+                        .blocking_keys
+                        .as_deref()
+                        .ok_or_else(|| EvaluateError::ClksWithoutKeys {
+                            path: files[f].0.clone(),
+                        })
+                };
+                block::key_pairs_met(
+                    keys(fx)?,
+                    other.map(keys).transpose()?,
+                    *max_bucket_pairs,
+                    &pairs,
+                )?
+            }
+        };
+        kept += met.iter().filter(|&&m| m).count() as u64;
+    }
+    Ok(BlockingReport {
+        method: blocking.name(),
+        true_pairs,
+        kept,
+    })
+}
