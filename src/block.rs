@@ -1464,7 +1464,11 @@ pub fn key_pairs_met<K: Ord + Sync>(
     max_bucket_pairs: u64,
     pairs: &[(u32, u32)],
 ) -> Result<Vec<bool>, BlockError> {
-    check_pairs(pairs, keys_a.len(), keys_b.map_or(keys_a.len(), <[Vec<K>]>::len))?;
+    check_pairs(
+        pairs,
+        keys_a.len(),
+        keys_b.map_or(keys_a.len(), <[Vec<K>]>::len),
+    )?;
     // Each key once per record, sorted, per site.
     fn site_keys<K: Ord + Sync>(keys: &[Vec<K>]) -> Vec<&K> {
         let mut all: Vec<&K> = keys

@@ -514,7 +514,15 @@ pub fn match_files(
             }
         })
         .sum();
-    let blocking = choose_blocking(options, &packed, &keys, &sites, &site_pairs, all_pairs, search_threshold)?;
+    let blocking = choose_blocking(
+        options,
+        &packed,
+        &keys,
+        &sites,
+        &site_pairs,
+        all_pairs,
+        search_threshold,
+    )?;
     if blocking != BlockingUsed::AllPairs {
         progress.start(site_pairs.len() as u64);
         for &(i, j) in &site_pairs {
@@ -717,7 +725,8 @@ fn plan_lsh(
         params.max_bucket_pairs = cap;
     }
     // Overridden parameters no longer have the plan's recall.
-    let planned_recall = planned_recall.filter(|_| lsh.tables.is_none() && lsh.bits_per_key.is_none());
+    let planned_recall =
+        planned_recall.filter(|_| lsh.tables.is_none() && lsh.bits_per_key.is_none());
     Ok((
         BlockingUsed::Lsh {
             params,
@@ -753,7 +762,10 @@ fn blocked_search(
     };
     let mut found: Vec<Candidate> = Vec::new();
     let consume = |kept: Vec<(u32, u32, f64)>| {
-        found.extend(kept.into_iter().map(|(a, b, score)| Candidate { a, b, score }));
+        found.extend(
+            kept.into_iter()
+                .map(|(a, b, score)| Candidate { a, b, score }),
+        );
     };
     let block_stats = match blocking {
         BlockingUsed::AllPairs => unreachable!("blocked_search is only called with blocking"),

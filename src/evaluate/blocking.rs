@@ -125,13 +125,11 @@ pub(super) fn report(
             }
             BlockingUsed::Keys { max_bucket_pairs } => {
                 let keys = |f: usize| {
-                    files[f]
-                        .1
-                        .blocking_keys
-                        .as_deref()
-                        .ok_or_else(|| EvaluateError::ClksWithoutKeys {
+                    files[f].1.blocking_keys.as_deref().ok_or_else(|| {
+                        EvaluateError::ClksWithoutKeys {
                             path: files[f].0.clone(),
-                        })
+                        }
+                    })
                 };
                 block::key_pairs_met(
                     keys(fx)?,

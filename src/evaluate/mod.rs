@@ -152,7 +152,9 @@ pub enum EvaluateError {
     #[error("{path} has no record {id:?}: is it the file the match run read?")]
     ClksMissingRecord { path: PathBuf, id: String },
     /// The run blocked on keys but a clk file has none.
-    #[error("the match run blocked on site keys but {path} carries none: is it the file the match run read?")]
+    #[error(
+        "the match run blocked on site keys but {path} carries none: is it the file the match run read?"
+    )]
     ClksWithoutKeys { path: PathBuf },
     /// Recomputing the blocking failed.
     #[error("blocking: {0}")]

@@ -135,12 +135,11 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, TableError>
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-        TableError::Parquet {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| TableError::Parquet {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     Ok(key_value_metadata(
         builder.metadata().file_metadata().key_value_metadata(),
     ))
