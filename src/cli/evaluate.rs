@@ -91,6 +91,16 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
             b.true_pairs,
             b.pair_completeness()
         );
+        if let (Some(above), Some(kept), Some(pc)) = (
+            b.above_threshold,
+            b.kept_above_threshold,
+            b.pair_completeness_at_threshold(),
+        ) {
+            println!(
+                "             of the {above} true pairs scoring at least the run's threshold \
+                 (all-pairs candidates): {kept} kept, pair completeness {pc:.4}"
+            );
+        }
     }
     println!();
     println!("{}", header());

@@ -12,7 +12,7 @@ use crate::block;
 use crate::io::clk_file::{self, ClkFile};
 use crate::io::table;
 use crate::matching::{BlockingUsed, blocking_from_metadata};
-use crate::similarity::PackedClks;
+use crate::similarity::{Kernel, PackedClks, and_popcounts, dice_score};
 
 /// True pairs that survived blocking.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,16 +23,25 @@ pub struct BlockingReport {
     pub true_pairs: u64,
     /// True pairs that blocking left to be scored.
     pub kept: u64,
+    /// True pairs whose clks score at least the run's threshold: the ones
+    /// comparing all pairs would make candidates (`None` without blocking,
+    /// when the clks are not read).
+    pub above_threshold: Option<u64>,
+    /// Of those, the ones blocking left to be scored.
+    pub kept_above_threshold: Option<u64>,
 }
 
 impl BlockingReport {
     /// `kept / true_pairs` (1 when there are no true pairs).
     pub fn pair_completeness(&self) -> f64 {
-        if self.true_pairs == 0 {
-            1.0
-        } else {
-            self.kept as f64 / self.true_pairs as f64
-        }
+        ratio(self.kept, self.true_pairs)
+    }
+
+    /// `kept_above_threshold / above_threshold`: the pair completeness of
+    /// blocking against comparing all pairs at the same threshold, on the
+    /// true pairs.
+    pub fn pair_completeness_at_threshold(&self) -> Option<f64> {
+        Some(ratio(self.kept_above_threshold?, self.above_threshold?))
     }
 }
 
@@ -45,6 +54,12 @@ pub(super) fn report(
     records: &Records,
 ) -> Result<BlockingReport, EvaluateError> {
     let metadata = table::read_metadata(links)?;
+    let threshold = metadata
+        .get("pprl.threshold")
+        .and_then(|t| t.parse::<f64>().ok())
+        .ok_or_else(|| EvaluateError::BlockingMetadata {
+            path: links.to_path_buf(),
+        })?;
     let blocking =
         blocking_from_metadata(&metadata).ok_or_else(|| EvaluateError::BlockingMetadata {
             path: links.to_path_buf(),
@@ -55,6 +70,8 @@ pub(super) fn report(
             method: blocking.name(),
             true_pairs,
             kept: true_pairs,
+            above_threshold: None,
+            kept_above_threshold: None,
         });
     }
     let files = clks
@@ -106,23 +123,32 @@ pub(super) fn report(
     }
     rows.clear();
 
-    let mut kept = 0u64;
+    let (mut kept, mut above, mut kept_above) = (0u64, 0u64, 0u64);
     for ((fx, fy), pairs) in by_files {
         let other = (fx != fy).then_some(fy);
+        let bytes = files[fx].1.filter_bytes();
+        let pack = |f: usize| PackedClks::from_bytes(&files[f].1.clks, bytes);
+        let (a, b) = (pack(fx), other.map(pack));
+        let kernel = Kernel::best();
+        let reaches: Vec<bool> = pairs
+            .iter()
+            .map(|&(i, j)| {
+                let y = b.as_ref().unwrap_or(&a);
+                let mut count = [0u32];
+                and_popcounts(kernel, a.clk(i as usize), y.clk(j as usize), &mut count);
+                let (pa, pb) = (a.popcounts()[i as usize], y.popcounts()[j as usize]);
+                dice_score(count[0], pa, pb) >= threshold
+            })
+            .collect();
         let met = match &blocking {
             BlockingUsed::AllPairs => unreachable!("returned above"),
-            BlockingUsed::Lsh { params, .. } => {
-                let bytes = files[fx].1.filter_bytes();
-                let pack = |f: usize| PackedClks::from_bytes(&files[f].1.clks, bytes);
-                let (a, b) = (pack(fx), other.map(pack));
-                block::lsh_pairs_met(
-                    a.words(),
-                    b.as_ref().map(PackedClks::words),
-                    a.words_per_clk(),
-                    params,
-                    &pairs,
-                )?
-            }
+            BlockingUsed::Lsh { params, .. } => block::lsh_pairs_met(
+                a.words(),
+                b.as_ref().map(PackedClks::words),
+                a.words_per_clk(),
+                params,
+                &pairs,
+            )?,
             BlockingUsed::Keys { max_bucket_pairs } => {
                 let keys = |f: usize| {
                     files[f].1.blocking_keys.as_deref().ok_or_else(|| {
@@ -140,10 +166,22 @@ pub(super) fn report(
             }
         };
         kept += met.iter().filter(|&&m| m).count() as u64;
+        above += reaches.iter().filter(|&&r| r).count() as u64;
+        kept_above += met.iter().zip(&reaches).filter(|(m, r)| **m && **r).count() as u64;
     }
     Ok(BlockingReport {
         method: blocking.name(),
         true_pairs,
         kept,
+        above_threshold: Some(above),
+        kept_above_threshold: Some(kept_above),
     })
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        1.0
+    } else {
+        part as f64 / whole as f64
+    }
 }

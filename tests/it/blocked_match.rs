@@ -437,6 +437,14 @@ fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() 
     // Against the truth: the true pairs all pairs finds at the threshold
     // (recall 0.992) nearly all survive.
     assert!((0.98..1.0).contains(&completeness), "{line}");
+    // Against all pairs at the same threshold, on the true pairs.
+    let at_threshold = report
+        .lines()
+        .find(|l| l.contains("scoring at least the run's threshold"))
+        .unwrap_or_else(|| panic!("{report}"));
+    eprintln!("{at_threshold}");
+    let completeness: f64 = at_threshold.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(completeness >= 0.99, "{at_threshold}");
 
     let exact = dir.path().join("exact");
     match_args("none", "2", &exact);
