@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use pprl::synth::{ErrorRates, Side, Synth, SynthConfig};
+use pprl::io::clk_file::{self, ClkFile, ClkMeta};
+use pprl::synth::{self, ErrorRates, Side, Synth, SynthConfig};
 
 /// Write two sites' synthetic records and the truth of which belong together.
 ///
@@ -32,9 +33,43 @@ use pprl::synth::{ErrorRates, Side, Synth, SynthConfig};
 /// joined, apostrophe dropped).
 ///
 /// The same seed and settings give byte-identical files, whatever the number of threads.
+///
+/// With --planted-clks, writes encodings instead of records, for blocking and matching at
+/// scale without encoding first: a.clk.parquet and b.clk.parquet (sites A and B) of random
+/// --bits-bit clks with bits set with probability --density, where half of site B's rows are
+/// copies of distinct site-A clks with each bit flipped with probability --noise (the other
+/// half are fresh), and truth.csv of the copies. The error-rate options do not apply.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct GenerateArgs {
+    /// Write planted noisy copies of random clks (a.clk.parquet, b.clk.parquet) instead
+    /// of records (--records-b and --overlap do not apply: both sites get --records rows).
+    #[arg(long, conflicts_with_all = ["records_b", "overlap"])]
+    planted_clks: bool,
+    /// --planted-clks: filter length in bits.
+    #[arg(
+        long,
+        default_value_t = 1024,
+        requires = "planted_clks",
+        value_name = "BITS"
+    )]
+    bits: usize,
+    /// --planted-clks: probability that a bit is set.
+    #[arg(
+        long,
+        default_value_t = 0.3,
+        requires = "planted_clks",
+        value_name = "P"
+    )]
+    density: f64,
+    /// --planted-clks: probability that a bit of a copy is flipped (0.1 gives Dice about 0.84).
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        requires = "planted_clks",
+        value_name = "P"
+    )]
+    noise: f64,
     /// Records at each site.
     #[arg(long, value_name = "N")]
     records: usize,
@@ -71,6 +106,9 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    if args.planted_clks {
+        return planted(&args);
+    }
     let started = Instant::now();
     let config = SynthConfig {
         records_a: args.records,
@@ -108,6 +146,86 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         "truth",
         files.true_pairs,
         files.truth.display()
+    );
+    println!("{:.2} s", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--planted-clks`: two clk files and their truth.
+fn planted(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    for (name, p) in [("--density", args.density), ("--noise", args.noise)] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&p),
+            "{name} must be in [0, 1], not {p}"
+        );
+    }
+    anyhow::ensure!(args.bits > 0, "--bits must be at least 1");
+    anyhow::ensure!(
+        args.records <= (u32::MAX / 2) as usize,
+        "--records: at most {} records per site",
+        u32::MAX / 2
+    );
+    let data = synth::random_clks_with_copies(
+        args.records,
+        args.bits,
+        args.density,
+        args.noise,
+        args.seed,
+    );
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    // Synthetic clks have no schema or secret: name what made them instead.
+    let made_of = format!(
+        "planted:bits={},density={},noise={},seed={}",
+        args.bits, args.density, args.noise, args.seed
+    );
+    let bytes = args.bits.div_ceil(8);
+    let mut written = Vec::new();
+    for (site, words) in [("A", &data.a), ("B", &data.b)] {
+        let prefix = site.to_lowercase();
+        let clks: Vec<u8> = words
+            .chunks_exact(data.words)
+            .flat_map(|clk| {
+                let mut le: Vec<u8> = clk.iter().flat_map(|w| w.to_le_bytes()).collect();
+                le.truncate(bytes);
+                le
+            })
+            .collect();
+        let file = ClkFile {
+            meta: ClkMeta {
+                engine_version: pprl::ENGINE_VERSION.into(),
+                site: site.into(),
+                schema_fingerprint: Some(made_of.clone()),
+                filter_bits: args.bits,
+                key_check_value: Some(made_of.clone()),
+            },
+            ids: (0..args.records).map(|i| format!("{prefix}-{i}")).collect(),
+            popcounts: clks.chunks_exact(bytes).map(clk_file::popcount).collect(),
+            clks,
+            blocking_keys: None,
+        };
+        let path = args.out_dir.join(format!("{prefix}.clk.parquet"));
+        clk_file::write_parquet(&path, &file)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push((prefix, path));
+    }
+    let truth = args.out_dir.join("truth.csv");
+    let mut text = String::from("id_a,id_b\n");
+    for (i, j) in &data.truth {
+        text += &format!("a-{i},b-{j}\n");
+    }
+    pprl::io::atomic::write_all(&truth, text.as_bytes())
+        .with_context(|| format!("cannot write {}", truth.display()))?;
+    println!("{:<8} {:>10}  file", "site", "records");
+    for (site, path) in &written {
+        println!("{site:<8} {:>10}  {}", args.records, path.display());
+    }
+    println!(
+        "{:<8} {:>10}  {}",
+        "truth",
+        data.truth.len(),
+        truth.display()
     );
     println!("{:.2} s", started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)

@@ -467,3 +467,74 @@ fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() 
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("site \"B\""), "{stderr}");
 }
+
+#[test]
+fn planted_clks_link_through_the_cli_with_lsh() {
+    let dir = temp_dir();
+    let generate = |out: &Path| {
+        run_ok([
+            "generate",
+            "--planted-clks",
+            "--records",
+            "3000",
+            "--seed",
+            "5",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ])
+    };
+    let data = dir.path().join("planted");
+    generate(&data);
+    // Seeded: the same files again.
+    let again = dir.path().join("again");
+    generate(&again);
+    for file in ["a.clk.parquet", "b.clk.parquet", "truth.csv"] {
+        assert_eq!(
+            std::fs::read(data.join(file)).unwrap(),
+            std::fs::read(again.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let truth = std::fs::read_to_string(data.join("truth.csv")).unwrap();
+    assert_eq!(truth.lines().count(), 1 + 1500, "half of site B are copies");
+
+    let (a, b) = (data.join("a.clk.parquet"), data.join("b.clk.parquet"));
+    let out = dir.path().join("out");
+    let run = run_ok([
+        "match",
+        "--blocking",
+        "lsh",
+        "--threshold",
+        "0.8",
+        "--out-dir",
+        out.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let summary = String::from_utf8_lossy(&run.stderr);
+    let rr: f64 = summary
+        .split("reduction ratio >= ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{summary}"))
+        .parse()
+        .unwrap();
+    assert!(rr >= 0.99, "{summary}");
+    let report = run_ok([
+        "evaluate",
+        "--links",
+        out.join("links.parquet").to_str().unwrap(),
+        "--truth",
+        data.join("truth.csv").to_str().unwrap(),
+        "--clks",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let report = String::from_utf8(report.stdout).unwrap();
+    let line = report
+        .lines()
+        .find(|l| l.contains("scoring at least the run's threshold"))
+        .unwrap_or_else(|| panic!("{report}"));
+    let completeness: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(completeness >= 0.99, "{line}");
+}
