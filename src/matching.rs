@@ -373,7 +373,7 @@ impl MatchSummary {
     /// low-scoring pairs met in several tables count once per table, so this
     /// is a lower bound.
     pub fn reduction_ratio(&self) -> f64 {
-        self.ratio(self.comparisons - self.repeats + self.skipped_by_length)
+        self.ratio(self.comparisons.saturating_sub(self.repeats) + self.skipped_by_length)
     }
 
     /// `1 − comparisons / all pairs`, every repeat counted: the work avoided.
@@ -533,7 +533,10 @@ pub fn match_files(
                 search_threshold,
             )?;
             stats += s;
-            repeats += block_stats.repeats;
+            // Key blocking scores each distinct pair once; LSH scores repeats.
+            if let BlockingUsed::Lsh { .. } = blocking {
+                repeats += block_stats.repeats;
+            }
             let found = match options.top_k {
                 Some(k) => keep_top_k(found, k, j.is_none()),
                 None => found,

@@ -7,6 +7,11 @@
 //! and streams the clks to the output in input order, so the output is
 //! byte-identical whatever the thread count and memory stays bounded.
 //!
+//! When the schema declares blocking keys, each encoded record's key hashes
+//! ([`BlockingKeyHasher`]) are computed beside its clk, on the same threads,
+//! and written as the `blocking_keys` column of the `.clk.parquet`; anonlink
+//! JSON has no place for them, so they are not computed for it.
+//!
 //! Rows whose values the schema refuses are not encoded: they are listed in
 //! `<output>.rejects.csv` (row, id, column, reason; never a value) and the run
 //! goes on, unless there are more than [`MaxRejects`] allow. The output and
@@ -25,7 +30,7 @@ use std::str::FromStr;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use arrow_array::{FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
 use base64::Engine as _;
@@ -34,6 +39,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use rayon::prelude::*;
 
+use crate::encode::blocking::BlockingKeyHasher;
 use crate::encode::{Encoder, FieldError};
 use crate::io::atomic::AtomicFile;
 use crate::io::clk_file::{self, keys};
@@ -147,6 +153,9 @@ pub struct EncodeSummary {
     pub output: PathBuf,
     /// The rejects file, when there were rejects.
     pub rejects_file: Option<PathBuf>,
+    /// The names of the blocking keys written beside the clks (empty when
+    /// the schema declares none or the output format cannot carry them).
+    pub blocking_keys: Vec<String>,
 }
 
 /// Why a run failed. Never contains the secret or an identifier value; record
@@ -263,6 +272,9 @@ pub fn encode_site(
     reader.select(&plan.selection)?;
 
     let encoder = Encoder::new(options.schema, options.secret);
+    let hasher = BlockingKeyHasher::new(options.schema, options.secret);
+    let hasher =
+        (!hasher.is_empty() && options.output_format == OutputFormat::Parquet).then_some(hasher);
     let bytes = options.schema.filter_bytes();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads)
@@ -271,7 +283,7 @@ pub fn encode_site(
             threads: options.threads,
             message: e.to_string(),
         })?;
-    let sink = Sink::create(options)?;
+    let sink = Sink::create(options, hasher.as_ref())?;
     let rejects_file = rejects_path(&options.output);
     let mut counts = Progress {
         rows_read: 0,
@@ -302,7 +314,9 @@ pub fn encode_site(
                 }
             };
             let mut clks = vec![0; batch.len() * bytes];
-            let results = pool.install(|| encode_batch(&encoder, plan, &batch, &mut clks, bytes));
+            let (results, keys) = pool.install(|| {
+                encode_batch(&encoder, hasher.as_ref(), plan, &batch, &mut clks, bytes)
+            });
             let rejected = results.iter().filter(|r| r.is_err()).count() as u64;
             counts.rows_read += batch.len() as u64;
             counts.rejected += rejected;
@@ -313,6 +327,7 @@ pub fn encode_site(
                 batch,
                 clks,
                 results,
+                keys,
             });
             if sent.is_err() {
                 break; // the writer failed; its error is reported below
@@ -377,6 +392,10 @@ pub fn encode_site(
         seconds: start.elapsed().as_secs_f64(),
         output: options.output.clone(),
         rejects_file,
+        blocking_keys: hasher
+            .as_ref()
+            .map(|h| h.names().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -385,12 +404,14 @@ const IN_FLIGHT: usize = 2;
 
 type RejectsWriter = csv::Writer<BufWriter<AtomicFile>>;
 
-/// A batch with its clks (row `i` at `i * bytes`) and each row's popcount or
-/// why it was rejected.
+/// A batch with its clks (row `i` at `i * bytes`), each row's popcount or
+/// why it was rejected, and each row's blocking-key hashes (`None` when the
+/// output carries none).
 struct Encoded {
     batch: Batch,
     clks: Vec<u8>,
     results: Vec<Result<u16, FieldError>>,
+    keys: Option<Vec<Vec<u64>>>,
 }
 
 /// Reads batches and checks their ids; stops at the end, at the first error
@@ -430,11 +451,13 @@ fn write_stage(
         batch,
         clks,
         results,
+        mut keys,
     } in rx
     {
         let mut kept_ids = Vec::with_capacity(batch.len());
         let mut kept_clks = Vec::with_capacity(batch.len() * bytes);
         let mut popcounts = Vec::with_capacity(batch.len());
+        let mut kept_keys = keys.as_ref().map(|_| Vec::with_capacity(batch.len()));
         for (row, result) in results.into_iter().enumerate() {
             let id = batch.get(row, 0).unwrap_or_default();
             match result {
@@ -442,6 +465,9 @@ fn write_stage(
                     kept_ids.push(id);
                     kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
                     popcounts.push(popcount);
+                    if let (Some(kept), Some(keys)) = (kept_keys.as_mut(), keys.as_mut()) {
+                        kept.push(std::mem::take(&mut keys[row]));
+                    }
                 }
                 Err(err) => {
                     let writer = match &mut rejects {
@@ -452,7 +478,7 @@ fn write_stage(
                 }
             }
         }
-        sink.write(&kept_ids, kept_clks, popcounts)?;
+        sink.write(&kept_ids, kept_clks, popcounts, kept_keys)?;
     }
     Ok((sink, rejects))
 }
@@ -535,16 +561,22 @@ impl ColumnPlan {
     }
 }
 
-/// Encodes every row of `batch` into `clks` (row `i` at `i * bytes`), in
-/// parallel; returns each row's popcount or why it was rejected, in row order.
+/// The popcount of each row of a batch or why it was rejected, and, with a
+/// hasher, each row's blocking-key hashes (none for a rejected row).
+type BatchResults = (Vec<Result<u16, FieldError>>, Option<Vec<Vec<u64>>>);
+
+/// Encodes every row of `batch` into `clks` (row `i` at `i * bytes`) and
+/// hashes its blocking keys, in parallel; the results are in row order.
 fn encode_batch(
     encoder: &Encoder,
+    hasher: Option<&BlockingKeyHasher>,
     plan: &ColumnPlan,
     batch: &Batch,
     clks: &mut [u8],
     bytes: usize,
-) -> Vec<Result<u16, FieldError>> {
-    clks.par_chunks_mut(bytes.max(1))
+) -> BatchResults {
+    let rows: Vec<(Result<u16, FieldError>, Vec<u64>)> = clks
+        .par_chunks_mut(bytes.max(1))
         .enumerate()
         .map_init(
             || Vec::with_capacity(plan.features.len()),
@@ -555,12 +587,19 @@ fn encode_batch(
                         .iter()
                         .map(|slot| slot.and_then(|s| batch.get(row, s))),
                 );
-                encoder
+                let result = encoder
                     .encode_into(values, out)
-                    .map(|()| clk_file::popcount(out))
+                    .map(|()| clk_file::popcount(out));
+                let keys = match hasher {
+                    Some(h) if result.is_ok() => h.hash_record(values),
+                    _ => Vec::new(),
+                };
+                (result, keys)
             },
         )
-        .collect()
+        .collect();
+    let (results, keys): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+    (results, hasher.map(|_| keys))
 }
 
 /// Ids seen so far, as 64-bit hashes: 10 million ids take about 150 MiB. A hash
@@ -723,6 +762,7 @@ enum Sink {
         schema: SchemaRef,
         bytes: usize,
     },
+    /// anonlink JSON: clks only (no ids, metadata or blocking keys).
     Json {
         path: PathBuf,
         out: BufWriter<AtomicFile>,
@@ -731,7 +771,11 @@ enum Sink {
 }
 
 impl Sink {
-    fn create(options: &EncodeOptions<'_>) -> Result<Sink, SiteError> {
+    /// With `hasher`, the Parquet output gets the `blocking_keys` column.
+    fn create(
+        options: &EncodeOptions<'_>,
+        hasher: Option<&BlockingKeyHasher>,
+    ) -> Result<Sink, SiteError> {
         let path = options.output.clone();
         let io_err = |source| SiteError::Write {
             path: path.clone(),
@@ -741,18 +785,25 @@ impl Sink {
         match options.output_format {
             OutputFormat::Parquet => {
                 let bytes = options.schema.filter_bytes();
-                let schema = Arc::new(clk_file::clk_schema(bytes));
+                let schema = Arc::new(match hasher {
+                    Some(_) => clk_file::clk_schema_with_blocking_keys(bytes),
+                    None => clk_file::clk_schema(bytes),
+                });
+                let key_names = hasher.map(|h| h.names().join(","));
                 let filter_bits = options.schema.filter_bits().to_string();
                 let fingerprint = options.schema.fingerprint();
                 let key_check_value = options.secret.key_check_value();
                 // The record count is only known at the end; it is appended then.
-                let metadata = [
+                let mut metadata = vec![
                     (keys::ENGINE_VERSION, crate::ENGINE_VERSION),
                     (keys::SITE, options.site.as_str()),
                     (keys::SCHEMA_FINGERPRINT, fingerprint.as_str()),
                     (keys::FILTER_BITS, filter_bits.as_str()),
                     (keys::KEY_CHECK_VALUE, key_check_value.as_str()),
                 ];
+                if let Some(names) = &key_names {
+                    metadata.push((keys::BLOCKING_KEYS, names));
+                }
                 let handle = file.file().try_clone().map_err(io_err)?;
                 let writer = ArrowWriter::try_new(
                     handle,
@@ -783,7 +834,13 @@ impl Sink {
         }
     }
 
-    fn write(&mut self, ids: &[&str], clks: Vec<u8>, popcounts: Vec<u16>) -> Result<(), SiteError> {
+    fn write(
+        &mut self,
+        ids: &[&str],
+        clks: Vec<u8>,
+        popcounts: Vec<u16>,
+        blocking_keys: Option<Vec<Vec<u64>>>,
+    ) -> Result<(), SiteError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -796,15 +853,18 @@ impl Sink {
                 ..
             } => {
                 let clk = FixedSizeBinaryArray::new(*bytes as i32, Buffer::from_vec(clks), None);
-                let batch = RecordBatch::try_new(
-                    schema.clone(),
-                    vec![
-                        Arc::new(StringArray::from_iter_values(ids)),
-                        Arc::new(clk),
-                        Arc::new(UInt16Array::from(popcounts)),
-                    ],
-                )
-                .expect("columns match the clk schema");
+                let mut columns: Vec<Arc<dyn Array>> = vec![
+                    Arc::new(StringArray::from_iter_values(ids)),
+                    Arc::new(clk),
+                    Arc::new(UInt16Array::from(popcounts)),
+                ];
+                if let Some(keys) = &blocking_keys {
+                    columns.push(Arc::new(clk_file::blocking_keys_array(
+                        keys.iter().map(Vec::as_slice),
+                    )));
+                }
+                let batch = RecordBatch::try_new(schema.clone(), columns)
+                    .expect("columns match the clk schema");
                 writer
                     .write(&batch)
                     .map_err(|source| SiteError::WriteParquet {
@@ -1147,6 +1207,93 @@ mod tests {
                 (other, expected) => panic!("{other:?}, expected {expected:?}"),
             }
         }
+    }
+
+    /// Encodes `input` to Parquet with `schema`, `batch_rows` and `threads`.
+    fn encode_parquet(
+        schema: &Schema,
+        input: &Path,
+        output: &Path,
+        batch_rows: usize,
+        threads: usize,
+    ) -> EncodeSummary {
+        let secret = Secret::new("correct horse battery staple").unwrap();
+        let options = EncodeOptions {
+            schema,
+            secret: &secret,
+            site: "A".into(),
+            input: input.to_path_buf(),
+            read: ReadOptions {
+                batch_rows,
+                ..ReadOptions::default()
+            },
+            id_column: "rec_id".into(),
+            output: output.to_path_buf(),
+            output_format: OutputFormat::Parquet,
+            threads,
+            max_rejects: MaxRejects::Percent(100.0),
+        };
+        encode_site(&options, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn blocking_keys_follow_their_records_whatever_the_batches_and_threads() {
+        // Postcodes below 3000 are refused: those rows have neither clk nor keys.
+        let schema = Schema::from_json(
+            r#"{"version": 3, "clkConfig": {"l": 256, "kdf": {"type": "BLAKE3"}},
+              "features": [
+                {"identifier": "rec_id", "ignored": true},
+                {"identifier": "given_name", "normalize": {}, "format": {"type": "string"},
+                 "hashing": {"comparison": {"type": "ngram", "n": 2}, "strategy": {"bitsPerToken": 5},
+                             "hash": {"type": "blake3"}, "missingValue": {"sentinel": ""}}},
+                {"identifier": "surname", "normalize": {}, "format": {"type": "string"},
+                 "hashing": {"comparison": {"type": "ngram", "n": 2}, "strategy": {"bitsPerToken": 5},
+                             "hash": {"type": "blake3"}, "missingValue": {"sentinel": ""}}},
+                {"identifier": "postcode", "format": {"type": "integer", "minimum": 3000},
+                 "hashing": {"comparison": {"type": "exact"}, "strategy": {"bitsPerToken": 5},
+                             "hash": {"type": "blake3"}}}],
+              "blocking_keys": [
+                {"name": "surname", "parts": [{"field": "surname", "transform": "soundex"}]},
+                {"name": "initial_postcode", "parts": [
+                  {"field": "given_name", "transform": "prefix", "length": 1},
+                  {"field": "postcode", "transform": "value"}]}]}"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let input = fixture("febrl4_a_first200.clkhash_input.csv");
+        let small = dir.path().join("small.clk.parquet");
+        let large = dir.path().join("large.clk.parquet");
+        let summary = encode_parquet(&schema, &input, &small, 7, 1);
+        assert!(
+            summary.rejected > 20 && summary.encoded > 100,
+            "{summary:?}"
+        );
+        assert_eq!(summary.blocking_keys, vec!["surname", "initial_postcode"]);
+        encode_parquet(&schema, &input, &large, 1000, 2);
+        assert_eq!(
+            std::fs::read(&small).unwrap(),
+            std::fs::read(&large).unwrap()
+        );
+
+        let file = clk_file::read(&small, None).unwrap();
+        let keys = file.blocking_keys.as_ref().unwrap();
+        assert_eq!(keys.len(), file.len());
+        let hasher = BlockingKeyHasher::new(
+            &schema,
+            &Secret::new("correct horse battery staple").unwrap(),
+        );
+        let text = std::fs::read_to_string(&input).unwrap();
+        let mut checked = 0;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let Some(i) = file.ids.iter().position(|id| id == f[0]) else {
+                continue;
+            };
+            let values = [Some(f[0]), Some(f[1]), Some(f[2]), Some(f[7])];
+            assert_eq!(hasher.hash_record(&values), keys[i], "{}", f[0]);
+            checked += 1;
+        }
+        assert_eq!(checked, file.len());
     }
 
     #[test]

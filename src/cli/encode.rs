@@ -75,8 +75,10 @@ pub struct EncodeArgs {
     #[arg(long, short, value_name = "FILE")]
     output: PathBuf,
 
-    /// Output format: `parquet` (ids, clks, popcounts and metadata for `pprl match`) or
-    /// `clkhash-json` (anonlink's {"clks": [...]}, in input order, without ids)
+    /// Output format: `parquet` (ids, clks, popcounts, metadata for `pprl match`, and the
+    /// blocking-key hashes when the schema declares blocking keys) or `clkhash-json`
+    /// (anonlink's {"clks": [...]}, in input order, without ids, metadata or blocking keys,
+    /// so `pprl match --blocking keys` cannot use it)
     /// [default: clkhash-json when the output name ends in .json, else parquet].
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<FormatArg>,
@@ -218,8 +220,13 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 }
 
 fn summary_line(site: &str, s: &EncodeSummary) -> String {
+    let keys = if s.blocking_keys.is_empty() {
+        String::new()
+    } else {
+        format!(" (with blocking keys {})", s.blocking_keys.join(", "))
+    };
     format!(
-        "site {site}: {} rows read, {} encoded, {} rejected in {:.2} s ({:.0} rows/s) -> {}",
+        "site {site}: {} rows read, {} encoded, {} rejected in {:.2} s ({:.0} rows/s) -> {}{keys}",
         s.rows_read,
         s.encoded,
         s.rejected,

@@ -15,6 +15,7 @@
 //! hashed once per thread. [`mod@reference`] is a plain implementation of the
 //! same encoding, which the fast path is tested against.
 
+pub mod blocking;
 mod cache;
 mod harden;
 mod hashing;

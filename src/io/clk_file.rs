@@ -6,6 +6,11 @@
 //! plus key-value metadata ([`ClkMeta`]) that lets the linkage unit check that
 //! all sites used the same schema and secret before comparing anything.
 //!
+//! When the schema declares site-side blocking keys, a fourth column
+//! `blocking_keys` (List of non-null UInt64, the list itself non-null) holds
+//! each record's keyed key hashes ([`crate::encode::blocking`]), and the
+//! metadata `pprl.blocking_keys` names the keys, comma-separated.
+//!
 //! anonlink's `{"clks": [base64, ...]}` JSON is read and written too; it has
 //! no ids (records are numbered from 0) and no metadata.
 
@@ -13,8 +18,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
-use arrow_buffer::Buffer;
+use arrow_array::{
+    Array, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray, UInt16Array, UInt64Array,
+};
+use arrow_buffer::{Buffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -30,7 +37,13 @@ pub mod keys {
     pub const FILTER_BITS: &str = "pprl.filter_bits";
     pub const RECORD_COUNT: &str = "pprl.record_count";
     pub const KEY_CHECK_VALUE: &str = "pprl.key_check_value";
+    /// The names of the schema's blocking keys, comma-separated (only in
+    /// files that carry the `blocking_keys` column; informative).
+    pub const BLOCKING_KEYS: &str = "pprl.blocking_keys";
 }
+
+/// The name of the optional column of blocking-key hashes.
+pub const BLOCKING_KEYS_COLUMN: &str = "blocking_keys";
 
 /// What a clk file says about how it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +116,11 @@ pub enum ClkFileError {
     NotPprl { path: PathBuf, problem: String },
     #[error("{path} is not an anonlink clk JSON file: {problem}")]
     BadJson { path: PathBuf, problem: String },
+    #[error(
+        "{path}: column `blocking_keys` is {found}, expected a list of non-null UInt64 \
+         (one list of key hashes per record)"
+    )]
+    BadBlockingKeys { path: PathBuf, found: String },
     #[error("{path}: record {row} has {found} bytes but the file's filter length needs {expected}")]
     WrongLength {
         path: PathBuf,
@@ -128,18 +146,26 @@ pub fn write_parquet(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
         file.ids.len(),
         "popcounts and ids disagree"
     );
-    let schema = Arc::new(clk_schema(bytes));
+    if let Some(keys) = &file.blocking_keys {
+        assert_eq!(keys.len(), file.ids.len(), "blocking keys and ids disagree");
+    }
+    let schema = Arc::new(match file.blocking_keys {
+        Some(_) => clk_schema_with_blocking_keys(bytes),
+        None => clk_schema(bytes),
+    });
     let clk = FixedSizeBinaryArray::try_new(bytes as i32, Buffer::from(file.clks.clone()), None)
         .expect("clk length checked above");
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(&file.ids)),
-            Arc::new(clk),
-            Arc::new(UInt16Array::from(file.popcounts.clone())),
-        ],
-    )
-    .expect("columns match the schema");
+    let mut columns: Vec<Arc<dyn Array>> = vec![
+        Arc::new(StringArray::from_iter_values(&file.ids)),
+        Arc::new(clk),
+        Arc::new(UInt16Array::from(file.popcounts.clone())),
+    ];
+    if let Some(keys) = &file.blocking_keys {
+        columns.push(Arc::new(blocking_keys_array(
+            keys.iter().map(Vec::as_slice),
+        )));
+    }
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
     let filter_bits = file.meta.filter_bits.to_string();
     let record_count = file.ids.len().to_string();
     let mut metadata = vec![
@@ -165,6 +191,43 @@ pub fn clk_schema(bytes: usize) -> Schema {
         Field::new("clk", DataType::FixedSizeBinary(bytes as i32), false),
         Field::new("popcount", DataType::UInt16, false),
     ])
+}
+
+/// The Arrow schema of a `.clk.parquet` file with clks of `bytes` bytes and
+/// the `blocking_keys` column.
+pub fn clk_schema_with_blocking_keys(bytes: usize) -> Schema {
+    let mut fields: Vec<Field> = clk_schema(bytes)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(
+        BLOCKING_KEYS_COLUMN,
+        blocking_keys_type(),
+        false,
+    ));
+    Schema::new(fields)
+}
+
+/// `List<UInt64>` with non-null items.
+fn blocking_keys_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::UInt64, false)))
+}
+
+/// The `blocking_keys` column of some records: one list of hashes per record.
+pub fn blocking_keys_array<'a>(keys: impl Iterator<Item = &'a [u64]>) -> ListArray {
+    let mut lengths = Vec::new();
+    let mut values = Vec::new();
+    for list in keys {
+        lengths.push(list.len());
+        values.extend_from_slice(list);
+    }
+    ListArray::new(
+        Arc::new(Field::new("item", DataType::UInt64, false)),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(UInt64Array::from(values)),
+        None,
+    )
 }
 
 /// Writes the clks as anonlink's `{"clks": [base64, ...]}` JSON, atomically.
@@ -230,6 +293,23 @@ fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
     if column_type("id")? != DataType::Utf8 {
         return Err(not_pprl("column `id` is not Utf8".into()));
     }
+    let bad_keys = |found: String| ClkFileError::BadBlockingKeys {
+        path: path.to_path_buf(),
+        found,
+    };
+    let has_keys = match schema.field_with_name(BLOCKING_KEYS_COLUMN) {
+        Ok(field) => match field.data_type() {
+            DataType::List(item) if item.data_type() == &DataType::UInt64 => true,
+            other => return Err(bad_keys(other.to_string())),
+        },
+        Err(_) => false,
+    };
+    if !has_keys && metadata.contains_key(keys::BLOCKING_KEYS) {
+        return Err(not_pprl(format!(
+            "metadata {} names blocking keys, but there is no column `{BLOCKING_KEYS_COLUMN}`",
+            keys::BLOCKING_KEYS
+        )));
+    }
     let filter_bits = required(&metadata, keys::FILTER_BITS).map_err(&not_pprl)?;
     let filter_bits: usize = filter_bits
         .parse()
@@ -251,6 +331,7 @@ fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut ids = Vec::with_capacity(rows);
     let mut clks = Vec::with_capacity(rows * bytes);
+    let mut blocking_keys: Option<Vec<Vec<u64>>> = has_keys.then(|| Vec::with_capacity(rows));
     for batch in &batches {
         let id = batch
             .column_by_name("id")
@@ -265,6 +346,26 @@ fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
         }
         ids.extend(id.iter().map(|v| v.unwrap_or_default().to_owned()));
         clks.extend_from_slice(&clk.value_data()[..clk.len() * bytes]);
+        if let Some(all) = blocking_keys.as_mut() {
+            let list = batch
+                .column_by_name(BLOCKING_KEYS_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| bad_keys("not a list".into()))?;
+            let values = list
+                .values()
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| bad_keys(list.value_type().to_string()))?;
+            if list.null_count() > 0 || values.null_count() > 0 {
+                return Err(bad_keys("a list with nulls".into()));
+            }
+            let hashes = values.values();
+            all.extend(
+                list.offsets()
+                    .windows(2)
+                    .map(|w| hashes[w[0] as usize..w[1] as usize].to_vec()),
+            );
+        }
     }
     if let Some(count) = metadata.get(keys::RECORD_COUNT)
         && count.parse::<usize>().ok() != Some(ids.len())
@@ -282,7 +383,7 @@ fn read_parquet(path: &Path) -> Result<ClkFile, ClkFileError> {
         ids,
         clks,
         popcounts,
-        blocking_keys: None,
+        blocking_keys,
     })
 }
 
@@ -373,6 +474,64 @@ mod tests {
         write_parquet(&path, &file).unwrap();
         assert_eq!(read(&path, None).unwrap(), file);
         assert_eq!(read(&path, Some("Z")).unwrap().meta.site, "Z");
+    }
+
+    #[test]
+    fn parquet_round_trip_with_blocking_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.clk.parquet");
+        let mut file = sample();
+        file.blocking_keys = Some(vec![vec![3, u64::MAX, 7], vec![]]);
+        write_parquet(&path, &file).unwrap();
+        let back = read(&path, None).unwrap();
+        assert_eq!(back, file);
+        // Without keys the column is absent, and reads back as `None`.
+        let plain = dir.path().join("b.clk.parquet");
+        write_parquet(&plain, &sample()).unwrap();
+        assert_eq!(read(&plain, None).unwrap().blocking_keys, None);
+        let (schema, _, _) = table::read_batches(&path).unwrap();
+        let field = schema.field_with_name(BLOCKING_KEYS_COLUMN).unwrap();
+        assert!(!field.is_nullable());
+        assert_eq!(field.data_type(), &blocking_keys_type());
+    }
+
+    #[test]
+    fn blocking_keys_of_another_type_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.clk.parquet");
+        let file = sample();
+        let mut fields: Vec<Field> = clk_schema(2)
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(BLOCKING_KEYS_COLUMN, DataType::UInt16, false));
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                Arc::new(StringArray::from_iter_values(&file.ids)),
+                Arc::new(
+                    FixedSizeBinaryArray::try_new(2, Buffer::from(file.clks.clone()), None)
+                        .unwrap(),
+                ),
+                Arc::new(UInt16Array::from(file.popcounts.clone())),
+                Arc::new(UInt16Array::from(vec![1u16, 2])),
+            ],
+        )
+        .unwrap();
+        table::write_batch(
+            &path,
+            &batch,
+            &[
+                (keys::ENGINE_VERSION, "x"),
+                (keys::SITE, "A"),
+                (keys::FILTER_BITS, "16"),
+            ],
+        )
+        .unwrap();
+        let err = read(&path, None).unwrap_err();
+        assert!(matches!(err, ClkFileError::BadBlockingKeys { .. }), "{err}");
+        assert!(err.to_string().contains("UInt16"), "{err}");
     }
 
     #[test]

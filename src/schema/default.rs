@@ -21,6 +21,73 @@ pub fn default_schema_json() -> String {
     DEFAULT_SCHEMA.to_owned()
 }
 
+/// The default schema plus site-side blocking keys (`pprl schema init
+/// --blocking-keys`), P-Sig style: each record gets one keyed hash per key,
+/// and the linkage unit compares two records only when they share one.
+///
+/// Each key combines two fields, or one that a nation shares with many
+/// (date of birth), through coarse transforms (Soundex, an initial), so that
+/// many records share each hash; the keys draw on different fields, so a true
+/// match with an error or a gap in one field still shares another key: names
+/// (surname + initial), names and place (surname + suburb, given name +
+/// suburb), date of birth, address (street + postcode). On Febrl4 (one
+/// duplicate per record, with typos and missing values in several fields)
+/// 99.68% of the true pairs share a key while 0.052% of all pairs are
+/// candidates (see the `blocking_keys` integration test). The national
+/// register number is left out on purpose: a key on it would be a
+/// deterministic pseudonym of the person.
+pub fn default_schema_with_blocking_keys_json() -> String {
+    let body = DEFAULT_SCHEMA
+        .trim_end()
+        .strip_suffix('}')
+        .expect("the default schema is a JSON object")
+        .trim_end();
+    format!("{body},\n  \"blocking_keys\": {DEFAULT_BLOCKING_KEYS}\n}}\n")
+}
+
+/// The keys of [`default_schema_with_blocking_keys_json`].
+const DEFAULT_BLOCKING_KEYS: &str = r#"[
+    {
+      "name": "surname_initial",
+      "description": "Soundex of the family name and first letter of the given name",
+      "parts": [
+        {"field": "surname", "transform": "soundex"},
+        {"field": "given_name", "transform": "prefix", "length": 1}
+      ]
+    },
+    {
+      "name": "surname_suburb",
+      "description": "Soundex of the family name and of the town",
+      "parts": [
+        {"field": "surname", "transform": "soundex"},
+        {"field": "suburb", "transform": "soundex"}
+      ]
+    },
+    {
+      "name": "given_name_suburb",
+      "description": "Soundex of the given name and of the town",
+      "parts": [
+        {"field": "given_name", "transform": "soundex"},
+        {"field": "suburb", "transform": "soundex"}
+      ]
+    },
+    {
+      "name": "birth_date",
+      "description": "date of birth (YYYYMMDD); shared by many people in a national population",
+      "parts": [
+        {"field": "date_of_birth", "transform": "value"}
+      ]
+    },
+    {
+      "name": "street_postcode",
+      "description": "Soundex of the street name and the postcode",
+      "parts": [
+        {"field": "address_1", "transform": "soundex"},
+        {"field": "postcode", "transform": "value"}
+      ]
+    }
+  ]"#;
+
 const DEFAULT_SCHEMA: &str = r#"{
   "version": 3,
   "clkConfig": {

@@ -21,6 +21,7 @@
 //! | `features[i].format` (date) | `"acceptedFormats": [..]` | more `strptime` input formats, tried in order after `format` |
 //! | `features[i].hashing.hash` | `{"type": "blake3"}` | random hashing with keyed BLAKE3: k independent positions per token |
 //! | `features[i].hashing` | `"salt": {"identifier": f, "length": n}` | salt every token with feature `f`'s value (its first `n` characters) |
+//! | top level | `"blocking_keys": [..]` | site-side blocking keys, written beside the clks (see [`BlockingKey`]); the clks do not change |
 //!
 //! ```json
 //! {"version": 3,
@@ -39,7 +40,11 @@
 //!    "format": {"type": "date", "format": "%Y%m%d", "acceptedFormats": ["%Y-%m-%d", "%d/%m/%Y"]},
 //!    "hashing": {"comparison": {"type": "ngram", "n": 1, "positional": true},
 //!                "strategy": {"bitsPerFeature": 200}, "hash": {"type": "blake3"},
-//!                "missingValue": {"sentinel": ""}}}]}
+//!                "missingValue": {"sentinel": ""}}}],
+//!  "blocking_keys": [
+//!   {"name": "surname_birth_year",
+//!    "parts": [{"field": "surname", "transform": "soundex"},
+//!              {"field": "date_of_birth", "transform": "year"}]}]}
 //! ```
 
 mod default;
@@ -51,12 +56,13 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-pub use default::default_schema_json;
+pub use default::{default_schema_json, default_schema_with_blocking_keys_json};
 
 use crate::normalize::{DateFormat, Normalization};
 use raw::{
-    RawClkConfig, RawComparison, RawFeature, RawFormat, RawHash, RawHashing, RawKdf,
-    RawMissingValue, RawNormalize, RawOnInvalid, RawSalt, RawSchema, RawStrategy,
+    RawBlockingKey, RawClkConfig, RawComparison, RawFeature, RawFormat, RawHash, RawHashing,
+    RawKdf, RawKeyPart, RawMissingValue, RawNormalize, RawOnInvalid, RawSalt, RawSchema,
+    RawStrategy,
 };
 
 /// The only schema version read: clkhash's v3 (with or without pprl's extensions).
@@ -95,6 +101,17 @@ pub enum SchemaError {
         key: String,
         message: String,
     },
+    /// A blocking key is malformed: the message names the key's entry and
+    /// what was expected.
+    #[error("blocking key {index} (`{name}`): key `{key}`: {message}")]
+    BlockingKey {
+        /// 0-based position in `blocking_keys`.
+        index: usize,
+        name: String,
+        /// Path of the offending entry inside the key, e.g. `parts[1].transform`.
+        key: String,
+        message: String,
+    },
     /// The schema file cannot be read.
     #[error("cannot read the schema file {path}: {source}")]
     Read {
@@ -112,6 +129,7 @@ pub struct Schema {
     kdf: Kdf,
     hardening: Hardening,
     features: Vec<Feature>,
+    blocking_keys: Vec<BlockingKey>,
     fingerprint: String,
 }
 
@@ -385,14 +403,73 @@ pub struct Salt {
     pub length: Option<usize>,
 }
 
+/// A site-side blocking key (pprl extension, P-Sig style): a few parts of a
+/// record's values, e.g. the Soundex code of the surname and the year of
+/// birth. Each site hashes every key of every record with a key derived from
+/// the secret ([`crate::encode::blocking`]) and writes the hashes beside the
+/// clks; the linkage unit compares only records that share a key hash. A
+/// record lacking a part's value has no hash for that key.
+///
+/// Parts see the feature's value after its normalisation and formatting (a
+/// date in its canonical `YYYYMMDD` form), as the encoder does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingKey {
+    /// Unique within the schema; hashed with the parts, so two keys never
+    /// share a hash even when their part values agree.
+    pub name: String,
+    /// At least one.
+    pub parts: Vec<KeyPart>,
+}
+
+/// One part of a [`BlockingKey`]: a transform of one encoded feature's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPart {
+    /// Index of the feature in [`Schema::features`] (never an ignored one).
+    pub feature: usize,
+    /// That feature's identifier.
+    pub identifier: String,
+    pub transform: KeyTransform,
+}
+
+/// What a [`KeyPart`] takes of its feature's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTransform {
+    /// The value itself (`"value"`).
+    Value,
+    /// American Soundex of the value's ASCII letters (`"soundex"`), e.g.
+    /// `R163` for Robert and Rupert; a value without letters has none.
+    Soundex,
+    /// The first `n` characters (`"prefix"` with `"length": n`); a shorter
+    /// value is taken whole.
+    Prefix(usize),
+    /// The year of a date feature (`"year"`): the canonical `YYYYMMDD` form
+    /// without its last four digits; a value kept as written (`onInvalid`
+    /// `keep`) gives its year when it is all digits too.
+    Year,
+}
+
+impl KeyTransform {
+    /// The transform's name in the schema file.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyTransform::Value => "value",
+            KeyTransform::Soundex => "soundex",
+            KeyTransform::Prefix(_) => "prefix",
+            KeyTransform::Year => "year",
+        }
+    }
+}
+
 impl Schema {
     /// Parses and validates a schema.
     ///
     /// # Errors
     /// [`SchemaError::Json`] for bad JSON or an unknown/mistyped top-level
-    /// key, [`SchemaError::Version`], [`SchemaError::Config`], or
+    /// key, [`SchemaError::Version`], [`SchemaError::Config`],
     /// [`SchemaError::Feature`] naming the feature index, its identifier, the
-    /// key and what was expected.
+    /// key and what was expected, or [`SchemaError::BlockingKey`] naming the
+    /// blocking key, the entry and the problem (unknown or ignored field,
+    /// duplicate name, no parts, unknown transform, `year` of a non-date).
     pub fn from_json(text: &str) -> Result<Schema, SchemaError> {
         let raw: RawSchema = serde_json::from_str(text).map_err(|e| SchemaError::Json {
             line: e.line(),
@@ -466,6 +543,8 @@ impl Schema {
                 });
             }
         }
+        let blocking_keys =
+            validate_blocking_keys(raw.blocking_keys.unwrap_or_default(), &features)?;
         if features.iter().all(|f| f.spec.is_none()) {
             return Err(SchemaError::Config {
                 key: "features".to_owned(),
@@ -552,6 +631,7 @@ impl Schema {
             kdf: config.kdf,
             hardening: config.hardening,
             features,
+            blocking_keys,
             fingerprint: String::new(),
         };
         schema.fingerprint = blake3::hash(canonical_json(&schema.canonical_value()).as_bytes())
@@ -575,6 +655,11 @@ impl Schema {
     /// Every feature in file order, ignored ones included.
     pub fn features(&self) -> &[Feature] {
         &self.features
+    }
+
+    /// The site-side blocking keys, in file order (empty when the schema declares none).
+    pub fn blocking_keys(&self) -> &[BlockingKey] {
+        &self.blocking_keys
     }
 
     /// The identifiers of every non-ignored feature, plus every ignored
@@ -785,6 +870,26 @@ impl Schema {
                 spec.hash.name()
             );
         }
+        if !self.blocking_keys.is_empty() {
+            let _ = writeln!(s, "blocking keys: {}", self.blocking_keys.len());
+            let width = self
+                .blocking_keys
+                .iter()
+                .map(|k| k.name.chars().count())
+                .max()
+                .unwrap_or(0);
+            for key in &self.blocking_keys {
+                let parts: Vec<String> = key
+                    .parts
+                    .iter()
+                    .map(|p| match p.transform {
+                        KeyTransform::Prefix(n) => format!("prefix({}, {n})", p.identifier),
+                        t => format!("{}({})", t.name(), p.identifier),
+                    })
+                    .collect();
+                let _ = writeln!(s, "  {:width$}  {}", key.name, parts.join(" + "));
+            }
+        }
         let _ = writeln!(s, "fingerprint: {}", self.fingerprint);
         s
     }
@@ -794,14 +899,15 @@ impl Schema {
         matches!(self.kdf, Kdf::Blake3)
             || self.hardening.balance
             || self.hardening.blip.is_some()
+            || !self.blocking_keys.is_empty()
             || self.features.iter().any(|f| {
                 f.spec.as_ref().is_some_and(|s| {
-                    s.normalize.is_some()
-                        || s.on_invalid != OnInvalid::Reject
-                        || s.salt.is_some()
-                        || s.hash == HashKind::Blake3
-                        || matches!(&s.format, Format::Date { accepted, .. } if !accepted.is_empty())
-                })
+                s.normalize.is_some()
+                    || s.on_invalid != OnInvalid::Reject
+                    || s.salt.is_some()
+                    || s.hash == HashKind::Blake3
+                    || matches!(&s.format, Format::Date { accepted, .. } if !accepted.is_empty())
+            })
             })
     }
 
@@ -900,7 +1006,7 @@ impl Schema {
                 }),
             })
             .collect();
-        json!({
+        let mut value = json!({
             "version": SCHEMA_VERSION,
             "clkConfig": {
                 "l": self.l,
@@ -910,7 +1016,29 @@ impl Schema {
                 "blip": self.hardening.blip.map(|p| json!({"probability": p})),
             },
             "features": features,
-        })
+        });
+        // Only when there are keys, so that schemas without keys keep their fingerprint.
+        if !self.blocking_keys.is_empty() {
+            let keys: Vec<Value> = self
+                .blocking_keys
+                .iter()
+                .map(|k| {
+                    let parts: Vec<Value> = k
+                        .parts
+                        .iter()
+                        .map(|p| match p.transform {
+                            KeyTransform::Prefix(n) => json!({
+                                "field": p.identifier, "transform": "prefix", "length": n,
+                            }),
+                            t => json!({"field": p.identifier, "transform": t.name()}),
+                        })
+                        .collect();
+                    json!({"name": k.name, "parts": parts})
+                })
+                .collect();
+            value["blocking_keys"] = Value::Array(keys);
+        }
+        value
     }
 }
 
@@ -996,6 +1124,131 @@ fn config_error(key: &str, message: String) -> SchemaError {
         key: key.to_owned(),
         message,
     }
+}
+
+fn key_error(index: usize, name: &str, key: &str, message: String) -> SchemaError {
+    SchemaError::BlockingKey {
+        index,
+        name: name.to_owned(),
+        key: key.to_owned(),
+        message,
+    }
+}
+
+/// Validates `blocking_keys` against the (validated) features.
+fn validate_blocking_keys(
+    raw: Vec<Value>,
+    features: &[Feature],
+) -> Result<Vec<BlockingKey>, SchemaError> {
+    let mut keys: Vec<BlockingKey> = Vec::with_capacity(raw.len());
+    for (index, value) in raw.into_iter().enumerate() {
+        let hint = value
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let raw: RawBlockingKey = serde_json::from_value(value)
+            .map_err(|e| key_error(index, &hint, "(key)", e.to_string()))?;
+        let _ = &raw.description;
+        let name = raw.name;
+        let err = |key: &str, message: String| key_error(index, &name, key, message);
+        // The names go comma-separated into the clk file's metadata.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(err(
+                "name",
+                "expected a non-empty name of ASCII letters, digits, `_`, `-` and `.`".to_owned(),
+            ));
+        }
+        if let Some(j) = keys.iter().position(|k| k.name == name) {
+            return Err(err(
+                "name",
+                format!("duplicate name: blocking key {j} has the same"),
+            ));
+        }
+        if raw.parts.is_empty() {
+            return Err(err("parts", "expected at least one part".to_owned()));
+        }
+        let mut parts = Vec::with_capacity(raw.parts.len());
+        for (j, value) in raw.parts.into_iter().enumerate() {
+            let at = |what: &str| format!("parts[{j}]{what}");
+            let part: RawKeyPart =
+                serde_json::from_value(value).map_err(|e| err(&at(""), e.to_string()))?;
+            let Some(feature) = features.iter().position(|f| f.identifier == part.field) else {
+                return Err(err(
+                    &at(".field"),
+                    format!("no feature is called `{}`", part.field),
+                ));
+            };
+            let Some(spec) = &features[feature].spec else {
+                return Err(err(
+                    &at(".field"),
+                    format!(
+                        "feature `{}` is ignored; a blocking key can only use encoded features \
+                         (their values are normalised and validated)",
+                        part.field
+                    ),
+                ));
+            };
+            let transform = match part.transform.as_str() {
+                "value" => KeyTransform::Value,
+                "soundex" => KeyTransform::Soundex,
+                "year" => KeyTransform::Year,
+                "prefix" => match part.length {
+                    Some(n) if n > 0 => KeyTransform::Prefix(n as usize),
+                    Some(_) => {
+                        return Err(err(
+                            &at(".length"),
+                            "expected a positive number of characters".to_owned(),
+                        ));
+                    }
+                    None => {
+                        return Err(err(
+                            &at(".length"),
+                            "the prefix transform needs a length (characters kept)".to_owned(),
+                        ));
+                    }
+                },
+                other => {
+                    return Err(err(
+                        &at(".transform"),
+                        format!(
+                            "unknown transform {other:?}: expected \"value\", \"soundex\", \
+                             \"prefix\" or \"year\""
+                        ),
+                    ));
+                }
+            };
+            if part.length.is_some() && !matches!(transform, KeyTransform::Prefix(_)) {
+                return Err(err(
+                    &at(".length"),
+                    format!(
+                        "only the prefix transform takes a length, not {}",
+                        transform.name()
+                    ),
+                ));
+            }
+            if transform == KeyTransform::Year && !matches!(spec.format, Format::Date { .. }) {
+                return Err(err(
+                    &at(".transform"),
+                    format!(
+                        "the year transform needs a date feature, but `{}` is not a date",
+                        part.field
+                    ),
+                ));
+            }
+            parts.push(KeyPart {
+                feature,
+                identifier: part.field,
+                transform,
+            });
+        }
+        keys.push(BlockingKey { name, parts });
+    }
+    Ok(keys)
 }
 
 /// `clkConfig`, validated.
@@ -1638,6 +1891,178 @@ mod tests {
         let bits: Vec<usize> = (0..4).map(|i| s.bits_for(i, 4)).collect();
         assert_eq!(bits, vec![3, 3, 2, 2]);
         assert_eq!(Strategy::BitsPerToken(7).bits_for(3, 4), 7);
+    }
+
+    /// MINIMAL with a date feature and the given blocking keys (JSON array text).
+    fn with_keys(keys: &str) -> String {
+        r#"{"version": 3,
+        "clkConfig": {"l": 1024, "kdf": {"type": "HKDF"}},
+        "features": [
+          {"identifier": "id", "ignored": true},
+          {"identifier": "name", "format": {"type": "string"},
+           "hashing": {"comparison": {"type": "ngram", "n": 2}, "strategy": {"bitsPerToken": 20}}},
+          {"identifier": "dob", "format": {"type": "date", "format": "%Y%m%d"},
+           "hashing": {"comparison": {"type": "exact"}, "strategy": {"bitsPerToken": 20}}}
+        ],
+        "blocking_keys": KEYS}"#
+            .replace("KEYS", keys)
+    }
+
+    const NAME_YEAR: &str = r#"[{"name": "name_year", "description": "free text",
+        "parts": [{"field": "name", "transform": "soundex"}, {"field": "dob", "transform": "year"}]}]"#;
+
+    #[test]
+    fn blocking_keys_are_read_listed_and_fingerprinted() {
+        let plain = Schema::from_json(&with_keys("[]")).unwrap();
+        assert!(plain.blocking_keys().is_empty());
+        assert!(!plain.uses_extensions());
+        assert!(!plain.canonical_json().contains("blocking_keys"));
+        let keyed = Schema::from_json(&with_keys(NAME_YEAR)).unwrap();
+        assert_eq!(
+            keyed.blocking_keys(),
+            &[BlockingKey {
+                name: "name_year".into(),
+                parts: vec![
+                    KeyPart {
+                        feature: 1,
+                        identifier: "name".into(),
+                        transform: KeyTransform::Soundex
+                    },
+                    KeyPart {
+                        feature: 2,
+                        identifier: "dob".into(),
+                        transform: KeyTransform::Year
+                    },
+                ],
+            }]
+        );
+        assert!(keyed.uses_extensions());
+        assert_ne!(plain.fingerprint(), keyed.fingerprint());
+        // Descriptions and whitespace do not count; the transforms and names do.
+        let same = Schema::from_json(&with_keys(&NAME_YEAR.replace("free text", "other"))).unwrap();
+        assert_eq!(same.fingerprint(), keyed.fingerprint());
+        for other in [
+            NAME_YEAR.replace("name_year", "name_year2"),
+            NAME_YEAR.replace("\"soundex\"", "\"prefix\", \"length\": 2"),
+        ] {
+            let s = Schema::from_json(&with_keys(&other)).unwrap();
+            assert_ne!(s.fingerprint(), keyed.fingerprint(), "{other}");
+        }
+        let summary = keyed.summary();
+        assert!(
+            summary.contains("blocking keys: 1")
+                && summary.contains("name_year  soundex(name) + year(dob)"),
+            "{summary}"
+        );
+        let prefix = Schema::from_json(&with_keys(
+            r#"[{"name": "p", "parts": [{"field": "name", "transform": "prefix", "length": 3}]}]"#,
+        ))
+        .unwrap();
+        assert!(prefix.summary().contains("p  prefix(name, 3)"));
+        assert_eq!(
+            prefix.blocking_keys()[0].parts[0].transform,
+            KeyTransform::Prefix(3)
+        );
+    }
+
+    #[test]
+    fn blocking_key_errors_name_the_key_and_the_problem() {
+        let part = |field: &str, transform: &str| {
+            format!(r#"{{"field": "{field}", "transform": "{transform}"}}"#)
+        };
+        let key = |name: &str, parts: &[String]| {
+            format!(r#"{{"name": "{name}", "parts": [{}]}}"#, parts.join(", "))
+        };
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                format!("[{}]", key("k", &[part("surname", "soundex")])),
+                &["blocking key 0 (`k`)", "parts[0].field", "no feature is called `surname`"],
+            ),
+            (
+                format!("[{}]", key("k", &[part("id", "value")])),
+                &["blocking key 0 (`k`)", "parts[0].field", "`id` is ignored"],
+            ),
+            (
+                format!(
+                    "[{}, {}]",
+                    key("k", &[part("name", "value")]),
+                    key("k", &[part("dob", "value")])
+                ),
+                &["blocking key 1 (`k`)", "key `name`", "duplicate name"],
+            ),
+            (
+                format!("[{}]", key("k", &[])),
+                &["blocking key 0 (`k`)", "key `parts`", "at least one part"],
+            ),
+            (
+                format!("[{}]", key("k", &[part("name", "metaphone")])),
+                &["parts[0].transform", "unknown transform \"metaphone\"", "\"soundex\""],
+            ),
+            (
+                format!("[{}]", key("k", &[part("name", "value"), part("name", "year")])),
+                &["parts[1].transform", "year", "`name` is not a date"],
+            ),
+            (
+                format!("[{}]", key("k", &[part("name", "prefix")])),
+                &["parts[0].length", "needs a length"],
+            ),
+            (
+                r#"[{"name": "k", "parts": [{"field": "name", "transform": "prefix", "length": 0}]}]"#
+                    .to_owned(),
+                &["parts[0].length", "positive"],
+            ),
+            (
+                r#"[{"name": "k", "parts": [{"field": "name", "transform": "value", "length": 2}]}]"#
+                    .to_owned(),
+                &["parts[0].length", "only the prefix transform"],
+            ),
+            (
+                r#"[{"name": "k", "parts": [{"field": "name", "transfrom": "value"}]}]"#.to_owned(),
+                &["blocking key 0 (`k`)", "key `parts[0]`", "transfrom"],
+            ),
+            (
+                r#"[{"name": "k", "part": []}]"#.to_owned(),
+                &["blocking key 0 (`k`)", "key `(key)`", "part"],
+            ),
+            (
+                format!("[{}]", key("a,b", &[part("name", "value")])),
+                &["blocking key 0 (`a,b`)", "key `name`", "ASCII letters"],
+            ),
+        ];
+        for (keys, expected) in cases {
+            let e = error_of(&with_keys(&keys));
+            for needle in expected {
+                assert!(e.contains(needle), "{needle:?} not in {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_schema_with_blocking_keys_adds_only_keys() {
+        let plain = Schema::from_json(&default_schema_json()).unwrap();
+        let keyed = Schema::from_json(&default_schema_with_blocking_keys_json()).unwrap();
+        assert!(keyed.blocking_keys().len() >= 3);
+        // The clks do not change: the same schema but for the keys.
+        let mut canonical: Value = serde_json::from_str(&keyed.canonical_json()).unwrap();
+        assert!(
+            canonical
+                .as_object_mut()
+                .unwrap()
+                .remove("blocking_keys")
+                .is_some()
+        );
+        assert_eq!(canonical_json(&canonical), plain.canonical_json());
+        // No key uses the national register number.
+        assert!(
+            keyed
+                .blocking_keys()
+                .iter()
+                .all(|k| k.parts.iter().all(|p| p.identifier != "soc_sec_id"))
+        );
+        let summary = keyed.summary();
+        for key in keyed.blocking_keys() {
+            assert!(summary.contains(&key.name), "{summary}");
+        }
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub(super) struct RawSchema {
     /// Free text, ignored (not part of the fingerprint).
     #[serde(default)]
     pub description: Option<String>,
+    /// pprl extension: site-side blocking keys, each kept as a [`Value`] and
+    /// parsed one by one so that an error can name the key.
+    #[serde(default)]
+    pub blocking_keys: Option<Vec<Value>>,
 }
 
 /// `clkConfig`.
@@ -235,6 +239,29 @@ pub(super) struct RawNormalize {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSalt {
     pub identifier: String,
+    #[serde(default)]
+    pub length: Option<u64>,
+}
+
+/// One element of `blocking_keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBlockingKey {
+    pub name: String,
+    pub parts: Vec<Value>,
+    /// Free text, ignored (not part of the fingerprint).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `blocking_keys[i].parts[j]`. The transform is a plain string, so that an
+/// unknown one gets an error listing the known ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyPart {
+    pub field: String,
+    pub transform: String,
+    /// Characters kept by the `prefix` transform.
     #[serde(default)]
     pub length: Option<u64>,
 }

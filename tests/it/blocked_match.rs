@@ -305,10 +305,12 @@ fn lsh_options_out_of_range_are_refused() {
     }
 }
 
-/// Encodes both Febrl4 sites with the default schema into `dir`.
-fn encode_febrl4(dir: &Path) -> [PathBuf; 2] {
+/// Encodes both Febrl4 sites into `dir` with the schema `pprl schema init
+/// <init_options>` writes.
+fn encode_febrl4(dir: &Path, init_options: &[&str]) -> [PathBuf; 2] {
     let schema = dir.join("linkage.json");
-    std::fs::write(&schema, run_ok(["schema", "init"]).stdout).unwrap();
+    let init = [&["schema", "init"][..], init_options].concat();
+    std::fs::write(&schema, run_ok(init).stdout).unwrap();
     let secret = write_secret(dir);
     [("A", "febrl4_a.csv"), ("B", "febrl4_b.csv")].map(|(site, input)| {
         let output = dir.join(format!("{site}.clk.parquet"));
@@ -335,7 +337,7 @@ fn encode_febrl4(dir: &Path) -> [PathBuf; 2] {
 #[test]
 fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() {
     let dir = temp_dir();
-    let clks = encode_febrl4(dir.path());
+    let clks = encode_febrl4(dir.path(), &[]);
     let inputs: Vec<MatchInput> = clks
         .iter()
         .map(|p| MatchInput {
@@ -350,11 +352,7 @@ fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() 
     };
     let lsh = matching::run_match(&lsh_options, &inputs, &NoProgress).unwrap();
     let (all_links, lsh_links) = (pairs(&all, &all.links), pairs(&lsh, &lsh.links));
-    let kept = all_links
-        .iter()
-        .filter(|(k, s)| lsh_links.get(*k) == Some(s))
-        .count();
-    let completeness = kept as f64 / all_links.len() as f64;
+    let (kept, completeness) = links_kept(&all_links, &lsh_links);
     let rr = lsh.summary.reduction_ratio();
     eprintln!(
         "Febrl4, default schema, threshold {}: LSH {:?}: {} of {} all-pairs links kept ({completeness:.4}), \
@@ -535,6 +533,91 @@ fn planted_clks_link_through_the_cli_with_lsh() {
         .lines()
         .find(|l| l.contains("scoring at least the run's threshold"))
         .unwrap_or_else(|| panic!("{report}"));
+    let completeness: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(completeness >= 0.99, "{line}");
+}
+
+/// The all-pairs links that a blocked run also made, with the same score,
+/// and their share.
+fn links_kept(all: &BTreeMap<PairKey, u64>, blocked: &BTreeMap<PairKey, u64>) -> (usize, f64) {
+    let kept = all
+        .iter()
+        .filter(|(k, s)| blocked.get(*k) == Some(s))
+        .count();
+    (kept, kept as f64 / all.len() as f64)
+}
+
+#[test]
+fn febrl4_site_keys_keep_the_all_pairs_links() {
+    let dir = temp_dir();
+    let clks = encode_febrl4(dir.path(), &["--blocking-keys"]);
+    let inputs: Vec<MatchInput> = clks
+        .iter()
+        .map(|p| MatchInput {
+            path: p.clone(),
+            site: None,
+        })
+        .collect();
+    let all = matching::run_match(&MatchOptions::default(), &inputs, &NoProgress).unwrap();
+    let run = |blocking| {
+        let options = MatchOptions {
+            blocking,
+            ..MatchOptions::default()
+        };
+        matching::run_match(&options, &inputs, &NoProgress).unwrap()
+    };
+    // Small inputs: auto compares all pairs even when keys are there.
+    let auto = run(Blocking::Auto);
+    assert_eq!(auto.summary.blocking, BlockingUsed::AllPairs);
+    assert_eq!(auto.links, all.links);
+    let keys = run(Blocking::Keys);
+    assert!(matches!(keys.summary.blocking, BlockingUsed::Keys { .. }));
+    let (kept, completeness) = links_kept(&pairs(&all, &all.links), &pairs(&keys, &keys.links));
+    let rr = keys.summary.reduction_ratio();
+    eprintln!(
+        "Febrl4, default schema with site keys: {kept} of {} all-pairs links kept ({completeness:.4}), \
+         {} comparisons, reduction ratio {rr:.5}",
+        all.links.len(),
+        keys.summary.comparisons
+    );
+    assert!(completeness >= 0.99, "{completeness}");
+    assert!(rr >= 0.99, "{rr}");
+    // Key blocking scores each distinct pair once.
+    assert_eq!(rr, keys.summary.work_reduction_ratio());
+
+    let out = dir.path().join("out");
+    let run = run_ok([
+        "match",
+        "--blocking",
+        "keys",
+        "--out-dir",
+        out.to_str().unwrap(),
+        clks[0].to_str().unwrap(),
+        clks[1].to_str().unwrap(),
+    ]);
+    let summary = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        summary.contains(&format!("site keys: reduction ratio {rr:.4}")),
+        "{summary}"
+    );
+    let report = run_ok([
+        "evaluate",
+        "--links",
+        out.join("links.parquet").to_str().unwrap(),
+        "--entities",
+        out.join("entities.parquet").to_str().unwrap(),
+        "--truth",
+        "febrl",
+        "--clks",
+        clks[0].to_str().unwrap(),
+        clks[1].to_str().unwrap(),
+    ]);
+    let report = String::from_utf8(report.stdout).unwrap();
+    let line = report
+        .lines()
+        .find(|l| l.contains("scoring at least the run's threshold"))
+        .unwrap_or_else(|| panic!("{report}"));
+    eprintln!("{line}");
     let completeness: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(completeness >= 0.99, "{line}");
 }

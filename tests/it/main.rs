@@ -2,6 +2,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod block;
+mod blocked_match;
+mod blocking_keys;
 mod clkhash;
 mod encode;
 mod evaluate;
