@@ -268,8 +268,8 @@ fn summary(o: &MatchOutcome, args: &MatchArgs, total_seconds: f64) -> String {
             params,
             planned_recall,
         } => format!(
-            "  blocking: lsh, {} tables of {} bits{}: reduction ratio >= {:.4} of {} pairs \
-             ({:.4} counting pairs met in several tables each time)\n",
+            "  blocking: lsh, {} tables of {} bits{}: reduction ratio >= {:.5} of {} pairs \
+             ({:.5} counting pairs met in several tables each time)\n",
             params.tables,
             params.bits_per_key,
             planned_recall.map_or(String::new(), |r| format!(" (planned recall {r:.3})")),
@@ -278,7 +278,7 @@ fn summary(o: &MatchOutcome, args: &MatchArgs, total_seconds: f64) -> String {
             s.work_reduction_ratio(),
         ),
         BlockingUsed::Keys { .. } => format!(
-            "  blocking: site keys: reduction ratio {:.4} of {} pairs\n",
+            "  blocking: site keys: reduction ratio {:.5} of {} pairs\n",
             s.reduction_ratio(),
             s.all_pairs
         ),

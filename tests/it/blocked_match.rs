@@ -597,7 +597,7 @@ fn febrl4_site_keys_keep_the_all_pairs_links() {
     ]);
     let summary = String::from_utf8_lossy(&run.stderr);
     assert!(
-        summary.contains(&format!("site keys: reduction ratio {rr:.4}")),
+        summary.contains(&format!("site keys: reduction ratio {rr:.5}")),
         "{summary}"
     );
     let report = run_ok([
