@@ -1899,12 +1899,10 @@ mod tests {
     #[test]
     fn key_blocking_matches_brute_force() {
         let mut rng = Rng::new(17);
-        let mut keys = |n: usize| -> Vec<Vec<u32>> {
-            (0..n)
-                .map(|_| (0..rng.below(4)).map(|_| rng.below(30) as u32).collect())
-                .collect()
-        };
-        let (ka, kb) = (keys(200), keys(150));
+        let (ka, kb) = (
+            random_key_lists(&mut rng, 200, 30),
+            random_key_lists(&mut rng, 150, 30),
+        );
         let share = |x: &Vec<u32>, y: &Vec<u32>| x.iter().any(|k| y.contains(k));
         let mut pairs = Vec::new();
         let stats =
@@ -1944,6 +1942,26 @@ mod tests {
         assert!(set.len() < expected.len() || expected.is_empty());
     }
 
+    /// Up to three keys per record among `distinct` values.
+    fn random_key_lists(rng: &mut Rng, n: usize, distinct: usize) -> Vec<Vec<u32>> {
+        (0..n)
+            .map(|_| {
+                (0..rng.below(4))
+                    .map(|_| rng.below(distinct) as u32)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The pairs of `all` whose flag in `met` is set.
+    fn met_pairs(all: &[(u32, u32)], met: &[bool]) -> BTreeSet<(u32, u32)> {
+        all.iter()
+            .zip(met)
+            .filter(|(_, m)| **m)
+            .map(|(pair, _)| *pair)
+            .collect()
+    }
+
     /// Every pair of the two sites (or within one), in row order.
     fn every_pair(n_a: usize, n_b: Option<usize>) -> Vec<(u32, u32)> {
         let mut out = Vec::new();
@@ -1968,12 +1986,7 @@ mod tests {
                 let emitted: BTreeSet<_> = pairs.into_iter().collect();
                 let all = every_pair(150, b.map(|_| 150));
                 let met = lsh_pairs_met(&data.a, b, words, &p, &all).unwrap();
-                let found: BTreeSet<_> = all
-                    .iter()
-                    .zip(&met)
-                    .filter(|(_, m)| **m)
-                    .map(|(pair, _)| *pair)
-                    .collect();
+                let found = met_pairs(&all, &met);
                 assert!(!emitted.is_empty());
                 assert_eq!(found, emitted, "cap {cap}, two sites {}", b.is_some());
             }
@@ -1988,12 +2001,10 @@ mod tests {
     #[test]
     fn key_pairs_met_are_exactly_the_candidates() {
         let mut rng = Rng::new(5);
-        let mut keys = |n: usize| -> Vec<Vec<u32>> {
-            (0..n)
-                .map(|_| (0..rng.below(4)).map(|_| rng.below(25) as u32).collect())
-                .collect()
-        };
-        let (ka, kb) = (keys(120), keys(90));
+        let (ka, kb) = (
+            random_key_lists(&mut rng, 120, 25),
+            random_key_lists(&mut rng, 90, 25),
+        );
         for cap in [u64::MAX, 30] {
             for b in [Some(&kb[..]), None] {
                 let mut pairs = Vec::new();
@@ -2001,12 +2012,7 @@ mod tests {
                 let emitted: BTreeSet<_> = pairs.into_iter().collect();
                 let all = every_pair(120, b.map(<[Vec<u32>]>::len));
                 let met = key_pairs_met(&ka, b, cap, &all).unwrap();
-                let found: BTreeSet<_> = all
-                    .iter()
-                    .zip(&met)
-                    .filter(|(_, m)| **m)
-                    .map(|(pair, _)| *pair)
-                    .collect();
+                let found = met_pairs(&all, &met);
                 assert!(!emitted.is_empty());
                 assert_eq!(found, emitted, "cap {cap}, two sites {}", b.is_some());
             }

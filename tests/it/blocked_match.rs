@@ -409,44 +409,19 @@ fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() 
             "{file}"
         );
     }
-    let evaluate = |out: &Path| {
-        let report = run_ok([
-            "evaluate",
-            "--links",
-            out.join("links.parquet").to_str().unwrap(),
-            "--entities",
-            out.join("entities.parquet").to_str().unwrap(),
-            "--truth",
-            "febrl",
-            "--clks",
-            clks[0].to_str().unwrap(),
-            clks[1].to_str().unwrap(),
-        ]);
-        String::from_utf8(report.stdout).unwrap()
-    };
-    let report = evaluate(&out);
-    let line = report
-        .lines()
-        .find(|l| l.starts_with("blocking:"))
-        .unwrap_or_else(|| panic!("{report}"));
-    let completeness: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    eprintln!("{line}");
+    let report = evaluate_febrl4(&out, &clks);
+    let (line, completeness) = report_figure(&report, "blocking:");
     assert!(line.contains("lsh"), "{line}");
     // Against the truth: the true pairs all pairs finds at the threshold
     // (recall 0.992) nearly all survive.
     assert!((0.98..1.0).contains(&completeness), "{line}");
     // Against all pairs at the same threshold, on the true pairs.
-    let at_threshold = report
-        .lines()
-        .find(|l| l.contains("scoring at least the run's threshold"))
-        .unwrap_or_else(|| panic!("{report}"));
-    eprintln!("{at_threshold}");
-    let completeness: f64 = at_threshold.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(completeness >= 0.99, "{at_threshold}");
+    let (line, completeness) = report_figure(&report, AT_THRESHOLD);
+    assert!(completeness >= 0.99, "{line}");
 
     let exact = dir.path().join("exact");
     match_args("none", "2", &exact);
-    let report = evaluate(&exact);
+    let report = evaluate_febrl4(&exact, &clks);
     assert!(report.contains("none: 5000 of 5000 true pairs"), "{report}");
 
     // Evaluate names a site whose clk file is missing.
@@ -529,11 +504,7 @@ fn planted_clks_link_through_the_cli_with_lsh() {
         b.to_str().unwrap(),
     ]);
     let report = String::from_utf8(report.stdout).unwrap();
-    let line = report
-        .lines()
-        .find(|l| l.contains("scoring at least the run's threshold"))
-        .unwrap_or_else(|| panic!("{report}"));
-    let completeness: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let (line, completeness) = report_figure(&report, AT_THRESHOLD);
     assert!(completeness >= 0.99, "{line}");
 }
 
@@ -600,6 +571,13 @@ fn febrl4_site_keys_keep_the_all_pairs_links() {
         summary.contains(&format!("site keys: reduction ratio {rr:.5}")),
         "{summary}"
     );
+    let report = evaluate_febrl4(&out, &clks);
+    let (line, completeness) = report_figure(&report, AT_THRESHOLD);
+    assert!(completeness >= 0.99, "{line}");
+}
+
+/// `pprl evaluate`'s report of a Febrl4 match run in `out`, with the clk files.
+fn evaluate_febrl4(out: &Path, clks: &[PathBuf; 2]) -> String {
     let report = run_ok([
         "evaluate",
         "--links",
@@ -612,12 +590,19 @@ fn febrl4_site_keys_keep_the_all_pairs_links() {
         clks[0].to_str().unwrap(),
         clks[1].to_str().unwrap(),
     ]);
-    let report = String::from_utf8(report.stdout).unwrap();
+    String::from_utf8(report.stdout).unwrap()
+}
+
+/// The line of pair completeness against all pairs at the run's threshold.
+const AT_THRESHOLD: &str = "scoring at least the run's threshold";
+
+/// The report line containing `marker`, and the number that ends it.
+fn report_figure<'a>(report: &'a str, marker: &str) -> (&'a str, f64) {
     let line = report
         .lines()
-        .find(|l| l.contains("scoring at least the run's threshold"))
-        .unwrap_or_else(|| panic!("{report}"));
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} in {report}"));
     eprintln!("{line}");
-    let completeness: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(completeness >= 0.99, "{line}");
+    let figure = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (line, figure)
 }
