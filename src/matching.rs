@@ -1194,7 +1194,11 @@ fn write_parquet(
                 ArrowWriter::try_new(
                     file.take().expect("one writer"),
                     batch.schema(),
-                    Some(table::writer_properties(metadata)),
+                    // Ids are distinct; site names and entity ids repeat.
+                    Some(table::writer_properties_with_unique(
+                        metadata,
+                        &["id", "id_a", "id_b"],
+                    )),
                 )
                 .map_err(pq_err)?,
             ),

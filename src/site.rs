@@ -300,9 +300,16 @@ pub fn encode_site(
     let (failure, written) = std::thread::scope(|scope| {
         let (batch_tx, batch_rx) = mpsc::sync_channel(IN_FLIGHT);
         let (encoded_tx, encoded_rx) = mpsc::sync_channel::<Encoded>(IN_FLIGHT);
+        // Written batches go back to the reader, clk buffers to this thread.
+        let (batches_tx, batches_rx) = mpsc::sync_channel::<Batch>(2 * IN_FLIGHT + 2);
+        let (clks_tx, clks_rx) = mpsc::sync_channel::<Vec<u8>>(2 * IN_FLIGHT + 2);
+        let recycle = Recycle {
+            batches: batches_tx,
+            clks: clks_tx,
+        };
         let plan = &plan;
-        scope.spawn(move || read_stage(options, plan, reader, batch_tx));
-        let writer = scope.spawn(|| write_stage(sink, &rejects_file, bytes, encoded_rx));
+        scope.spawn(move || read_stage(options, plan, reader, batch_tx, batches_rx));
+        let writer = scope.spawn(|| write_stage(sink, &rejects_file, bytes, encoded_rx, recycle));
 
         let mut failure = None;
         for item in batch_rx {
@@ -313,7 +320,9 @@ pub fn encode_site(
                     break;
                 }
             };
-            let mut clks = vec![0; batch.len() * bytes];
+            let mut clks = clks_rx.try_recv().unwrap_or_default();
+            clks.clear();
+            clks.resize(batch.len() * bytes, 0);
             let (results, keys) = pool.install(|| {
                 encode_batch(&encoder, hasher.as_ref(), plan, &batch, &mut clks, bytes)
             });
@@ -421,9 +430,13 @@ fn read_stage(
     plan: &ColumnPlan,
     mut reader: RecordReader,
     tx: mpsc::SyncSender<Result<(Batch, ReadPosition), SiteError>>,
+    recycled: mpsc::Receiver<Batch>,
 ) {
     let mut ids = IdSet::default();
     loop {
+        if let Ok(spare) = recycled.try_recv() {
+            reader.recycle(spare);
+        }
         let item = match reader.next_batch() {
             Ok(Some(batch)) => {
                 check_ids(options, plan, &batch, &mut ids).map(|()| (batch, reader.position()))
@@ -445,6 +458,7 @@ fn write_stage(
     rejects_file: &Path,
     bytes: usize,
     rx: mpsc::Receiver<Encoded>,
+    recycle: Recycle,
 ) -> Result<(Sink, Option<RejectsWriter>), SiteError> {
     let mut rejects: Option<RejectsWriter> = None;
     for Encoded {
@@ -455,7 +469,13 @@ fn write_stage(
     } in rx
     {
         let mut kept_ids = Vec::with_capacity(batch.len());
-        let mut kept_clks = Vec::with_capacity(batch.len() * bytes);
+        // Without rejects (the usual case) the clks are written as they are.
+        let all_kept = results.iter().all(Result::is_ok);
+        let mut kept_clks = if all_kept {
+            Vec::new()
+        } else {
+            Vec::with_capacity(batch.len() * bytes)
+        };
         let mut popcounts = Vec::with_capacity(batch.len());
         let mut kept_keys = keys.as_ref().map(|_| Vec::with_capacity(batch.len()));
         for (row, result) in results.into_iter().enumerate() {
@@ -463,7 +483,9 @@ fn write_stage(
             match result {
                 Ok(popcount) => {
                     kept_ids.push(id);
-                    kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
+                    if !all_kept {
+                        kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
+                    }
                     popcounts.push(popcount);
                     if let (Some(kept), Some(keys)) = (kept_keys.as_mut(), keys.as_mut()) {
                         kept.push(std::mem::take(&mut keys[row]));
@@ -478,9 +500,23 @@ fn write_stage(
                 }
             }
         }
-        sink.write(&kept_ids, kept_clks, popcounts, kept_keys)?;
+        let kept_clks = if all_kept { clks } else { kept_clks };
+        let spare_clks = sink.write(&kept_ids, kept_clks, popcounts, kept_keys)?;
+        drop(kept_ids);
+        // A stage that has stopped no longer takes buffers; they are dropped.
+        let _ = recycle.batches.try_send(batch);
+        if let Some(spare) = spare_clks {
+            let _ = recycle.clks.try_send(spare);
+        }
     }
     Ok((sink, rejects))
+}
+
+/// Where the writer hands back buffers once written, so that the next
+/// batches reuse them instead of allocating (and faulting in) fresh memory.
+struct Recycle {
+    batches: mpsc::SyncSender<Batch>,
+    clks: mpsc::SyncSender<Vec<u8>>,
 }
 
 /// Whether two paths name the same existing file.
@@ -808,7 +844,7 @@ impl Sink {
                 let writer = ArrowWriter::try_new(
                     handle,
                     schema.clone(),
-                    Some(table::writer_properties(&metadata)),
+                    Some(table::clk_writer_properties(&metadata)),
                 )
                 .map_err(|source| SiteError::WriteParquet {
                     path: path.clone(),
@@ -840,9 +876,9 @@ impl Sink {
         clks: Vec<u8>,
         popcounts: Vec<u16>,
         blocking_keys: Option<Vec<Vec<u64>>>,
-    ) -> Result<(), SiteError> {
+    ) -> Result<Option<Vec<u8>>, SiteError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Some(clks));
         }
         match self {
             Sink::Parquet {
@@ -853,6 +889,7 @@ impl Sink {
                 ..
             } => {
                 let clk = FixedSizeBinaryArray::new(*bytes as i32, Buffer::from_vec(clks), None);
+                let clk_buffer = clk.values().clone();
                 let mut columns: Vec<Arc<dyn Array>> = vec![
                     Arc::new(StringArray::from_iter_values(ids)),
                     Arc::new(clk),
@@ -870,7 +907,10 @@ impl Sink {
                     .map_err(|source| SiteError::WriteParquet {
                         path: path.clone(),
                         source,
-                    })
+                    })?;
+                // The writer has copied the values: the buffer is free again.
+                drop(batch);
+                Ok(clk_buffer.into_vec::<u8>().ok())
             }
             Sink::Json { path, out, first } => {
                 let bytes = clks.len() / ids.len();
@@ -890,7 +930,7 @@ impl Sink {
                             source,
                         })?;
                 }
-                Ok(())
+                Ok(Some(clks))
             }
         }
     }

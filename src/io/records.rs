@@ -33,7 +33,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 /// Rows per batch unless the caller asks otherwise.
-pub const DEFAULT_BATCH_ROWS: usize = 32 * 1024;
+pub const DEFAULT_BATCH_ROWS: usize = 8 * 1024;
 
 /// The format of a site's input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,13 +198,28 @@ impl Column {
     }
 }
 
-/// Consecutive rows of the selected columns.
-#[derive(Debug, Clone)]
+/// Consecutive rows of the selected columns, row by row: the values of a
+/// row sit next to each other, as the encoder reads them (a column-major
+/// layout made every row touch one cache line per column).
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     first_row: u64,
     rows: usize,
-    columns: Vec<Column>,
+    /// Selected columns per row.
+    width: usize,
+    /// Every value back to back, row after row.
+    text: String,
+    /// `ends[row * width + col]`: the end of that value in `text`, with
+    /// [`NULL`] set when it is null.
+    ends: Vec<u32>,
 }
+
+/// The flag of a null value in [`Batch::ends`].
+const NULL: u32 = 1 << 31;
+
+/// A batch ends early when its text reaches this size, so that offsets fit
+/// in 31 bits.
+const MAX_BATCH_TEXT: usize = (NULL as usize) / 2;
 
 impl Batch {
     /// Number of rows.
@@ -232,7 +247,55 @@ impl Batch {
     /// # Panics
     /// When `row` or `col` is out of range.
     pub fn get(&self, row: usize, col: usize) -> Option<&str> {
-        self.columns[col].get(row)
+        assert!(col < self.width, "column {col} of {}", self.width);
+        let k = row * self.width + col;
+        let end = self.ends[k];
+        if end & NULL != 0 {
+            return None;
+        }
+        let start = if k == 0 { 0 } else { self.ends[k - 1] & !NULL };
+        Some(&self.text[start as usize..end as usize])
+    }
+
+    /// An empty batch of `width` columns that reuses `spare`'s buffers.
+    fn reuse(spare: Option<Batch>, width: usize, first_row: u64) -> Batch {
+        let mut batch = spare.unwrap_or_default();
+        batch.text.clear();
+        batch.ends.clear();
+        batch.rows = 0;
+        batch.width = width;
+        batch.first_row = first_row;
+        batch
+    }
+
+    fn push(&mut self, value: Option<&str>) {
+        if let Some(v) = value {
+            self.text.push_str(v);
+        }
+        let end = u32::try_from(self.text.len()).expect("batch text is capped below 2^31");
+        self.ends
+            .push(if value.is_some() { end } else { end | NULL });
+    }
+
+    /// Interleaves whole columns of `rows` values into rows.
+    fn from_columns(
+        columns: &[Column],
+        rows: usize,
+        first_row: u64,
+        spare: Option<Batch>,
+    ) -> Batch {
+        let mut batch = Batch::reuse(spare, columns.len(), first_row);
+        batch
+            .text
+            .reserve(columns.iter().map(|c| c.text.len()).sum());
+        batch.ends.reserve(rows * columns.len());
+        for row in 0..rows {
+            for column in columns {
+                batch.push(column.get(row));
+            }
+        }
+        batch.rows = rows;
+        batch
     }
 }
 
@@ -256,6 +319,9 @@ pub struct RecordReader {
     batch_rows: usize,
     rows: u64,
     source: Source,
+    /// A batch handed back with [`RecordReader::recycle`], whose buffers the
+    /// next batch reuses.
+    spare: Option<Batch>,
 }
 
 enum Source {
@@ -364,6 +430,7 @@ impl RecordReader {
             batch_rows: options.batch_rows.max(1),
             rows: 0,
             source,
+            spare: None,
         })
     }
 
@@ -423,6 +490,12 @@ impl RecordReader {
         }
     }
 
+    /// Hands back a batch that is no longer needed: the next batch reuses its
+    /// buffers instead of allocating (and faulting in) fresh memory.
+    pub fn recycle(&mut self, batch: Batch) {
+        self.spare = Some(batch);
+    }
+
     /// Reads the next batch of up to `batch_rows` rows; `None` at the end of the file.
     ///
     /// # Errors
@@ -446,6 +519,7 @@ impl RecordReader {
                 &self.selected,
                 self.rows,
                 self.batch_rows,
+                self.spare.take(),
             )?,
             Source::Parquet { reader, .. } => match reader.next() {
                 None => None,
@@ -462,6 +536,7 @@ impl RecordReader {
                     &self.columns,
                     &self.selected,
                     self.rows,
+                    self.spare.take(),
                 )?),
             },
             Source::ParquetPending(_) => unreachable!("started above"),
@@ -521,36 +596,38 @@ fn read_csv_batch(
     selected: &[usize],
     rows_before: u64,
     batch_rows: usize,
+    spare: Option<Batch>,
 ) -> Result<Option<Batch>, RecordsError> {
-    let mut columns: Vec<Column> = selected
-        .iter()
-        .map(|_| Column::with_capacity(batch_rows))
-        .collect();
-    let mut rows = 0;
-    while rows < batch_rows {
-        let row = rows_before + rows as u64 + 1;
+    let mut batch = Batch::reuse(spare, selected.len(), rows_before + 1);
+    batch.ends.reserve(batch_rows * selected.len());
+    while batch.rows < batch_rows && batch.text.len() < MAX_BATCH_TEXT {
+        let row = rows_before + batch.rows as u64 + 1;
         match reader.read_byte_record(record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => return Err(csv_error(path, row - 1, e)),
         }
-        for (column, &c) in columns.iter_mut().zip(selected) {
-            let raw = &record[c];
-            let value = std::str::from_utf8(raw).map_err(|_| RecordsError::InvalidUtf8 {
-                path: path.to_path_buf(),
-                row,
-                line: record.position().map_or(0, csv::Position::line),
-                column: names[c].clone(),
-            })?;
-            column.push(Some(if trim { value.trim() } else { value }));
+        let invalid = |c: usize| RecordsError::InvalidUtf8 {
+            path: path.to_path_buf(),
+            row,
+            line: record.position().map_or(0, csv::Position::line),
+            column: names[c].clone(),
+        };
+        // One UTF-8 check for the whole record; only when it fails are the
+        // selected fields checked one by one (an unselected field may be
+        // the invalid one, and is no concern).
+        let whole = std::str::from_utf8(record.as_slice()).ok();
+        for &c in selected {
+            let value = match (whole, record.range(c)) {
+                (Some(whole), Some(range)) => whole.get(range),
+                _ => std::str::from_utf8(&record[c]).ok(),
+            }
+            .ok_or_else(|| invalid(c))?;
+            batch.push(Some(if trim { value.trim() } else { value }));
         }
-        rows += 1;
+        batch.rows += 1;
     }
-    Ok(Some(Batch {
-        first_row: rows_before + 1,
-        rows,
-        columns,
-    }))
+    Ok(Some(batch))
 }
 
 /// Turns a csv error into one that names the file and the row. `row_ok` is
@@ -610,6 +687,7 @@ fn parquet_batch(
     names: &[String],
     selected: &[usize],
     rows_before: u64,
+    spare: Option<Batch>,
 ) -> Result<Batch, RecordsError> {
     let rows = rb.num_rows();
     let columns = selected
@@ -626,11 +704,7 @@ fn parquet_batch(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Batch {
-        first_row: rows_before + 1,
-        rows,
-        columns,
-    })
+    Ok(Batch::from_columns(&columns, rows, rows_before + 1, spare))
 }
 
 /// The text of every value of an Arrow array; `None` for unsupported types.
@@ -798,6 +872,43 @@ mod tests {
                 .all(|r| r[0].as_deref().unwrap().starts_with("rec-"))
         );
         assert!(rows.iter().flatten().flatten().all(|v| v.trim() == v));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_column_not_read_is_no_concern() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "id,note,name\n1,x\u{e9},Zo\u{eb}\n".as_bytes()).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"2,bad\xff,Ren\xc3\xa9\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let rows = read_all(&path, &ReadOptions::default(), &["id", "name"]);
+        assert_eq!(rows, vec![some(&["1", "Zo\u{eb}"]), some(&["2", "Ren\u{e9}"])]);
+    }
+
+    #[test]
+    fn recycled_batches_read_like_fresh_ones() {
+        let options = ReadOptions {
+            batch_rows: 7,
+            ..ReadOptions::default()
+        };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
+        let fresh = read_all(&path, &options, &["rec_id", "surname", "suburb"]);
+        let mut reader = RecordReader::open(&path, &options).unwrap();
+        let idx: Vec<usize> = ["rec_id", "surname", "suburb"]
+            .iter()
+            .map(|s| reader.columns().iter().position(|c| c == s).unwrap())
+            .collect();
+        reader.select(&idx).unwrap();
+        let mut recycled: Vec<Vec<Option<String>>> = Vec::new();
+        while let Some(batch) = reader.next_batch().unwrap() {
+            for r in 0..batch.len() {
+                recycled.push((0..3).map(|c| batch.get(r, c).map(str::to_owned)).collect());
+            }
+            reader.recycle(batch);
+        }
+        assert_eq!(recycled, fresh);
+        assert_eq!(fresh.len(), 5000);
     }
 
     #[test]

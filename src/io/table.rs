@@ -12,6 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::atomic::AtomicFile;
 
@@ -44,15 +45,36 @@ pub enum TableError {
 
 /// Writer properties shared by every Parquet file pprl writes.
 pub fn writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
+    writer_properties_with_unique(metadata, &[])
+}
+
+/// [`writer_properties`] for a file whose `unique` columns hold (nearly)
+/// distinct values, such as record ids and clks: a dictionary would only cost
+/// time (on an encode run, the id dictionary took 4% of the CPU) and space.
+pub fn writer_properties_with_unique(
+    metadata: &[(&str, &str)],
+    unique: &[&str],
+) -> WriterProperties {
     let kv = metadata
         .iter()
         .map(|(k, v)| KeyValue::new((*k).to_owned(), (*v).to_owned()))
         .collect::<Vec<_>>();
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_key_value_metadata((!kv.is_empty()).then_some(kv))
-        .build()
+        .set_key_value_metadata((!kv.is_empty()).then_some(kv));
+    for column in unique {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    builder.build()
+}
+
+/// [`writer_properties_with_unique`] for a `.clk.parquet`: clks are random
+/// bits, which Snappy cannot shrink, so they are stored uncompressed.
+pub fn clk_writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
+    let mut props = writer_properties_with_unique(metadata, &["id", "clk"]).into_builder();
+    props = props.set_column_compression(ColumnPath::from("clk"), Compression::UNCOMPRESSED);
+    props.build()
 }
 
 /// Writes `batches` (all with `schema`) to `path` atomically, with `metadata`
