@@ -883,7 +883,10 @@ mod tests {
         bytes.extend_from_slice(b"2,bad\xff,Ren\xc3\xa9\n");
         std::fs::write(&path, &bytes).unwrap();
         let rows = read_all(&path, &ReadOptions::default(), &["id", "name"]);
-        assert_eq!(rows, vec![some(&["1", "Zo\u{eb}"]), some(&["2", "Ren\u{e9}"])]);
+        assert_eq!(
+            rows,
+            vec![some(&["1", "Zo\u{eb}"]), some(&["2", "Ren\u{e9}"])]
+        );
     }
 
     #[test]
