@@ -14,35 +14,17 @@ use std::path::Path;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pprl::encode::Encoder;
+use pprl::io::records::{ReadOptions, read_named_columns};
 use pprl::schema::{Schema, default_schema_json};
 use pprl::secret::Secret;
 
 /// The first `n` Febrl4 A records, columns in the schema's feature order.
 fn febrl_rows(schema: &Schema, n: usize) -> Vec<Vec<Option<String>>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .unwrap();
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    let columns: Vec<Option<usize>> = schema
-        .features()
-        .iter()
-        .map(|f| header.iter().position(|h| h == f.identifier()))
-        .collect();
-    reader
-        .records()
-        .take(n)
-        .map(|r| {
-            let r = r.unwrap();
-            columns.iter().map(|c| c.map(|c| r[c].to_owned())).collect()
-        })
-        .collect()
+    let names: Vec<&str> = schema.features().iter().map(|f| f.identifier()).collect();
+    let mut rows = read_named_columns(&path, &ReadOptions::default(), &names).unwrap();
+    rows.truncate(n);
+    rows
 }
 
 fn encode(c: &mut Criterion) {

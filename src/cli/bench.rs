@@ -13,6 +13,7 @@ use pprl::secret::Secret;
 use pprl::similarity::{Kernel, PackedClks, SearchOptions, scalar, search_pair};
 
 use super::example::{FEBRL4_A, FEBRL4_B};
+use pprl::io::records::{ReadOptions, read_named_columns};
 
 const CLKHASH_BLAKE_SCHEMA: &str = include_str!("../../fixtures/clkhash_v3_blake.schema.json");
 
@@ -50,7 +51,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ("clkhash blake", Schema::from_json(CLKHASH_BLAKE_SCHEMA)?),
     ];
     for (name, schema) in &schemas {
-        let rows = febrl_rows(FEBRL4_A, schema);
+        let rows = febrl_rows(FEBRL4_A, schema)?;
         let values: Vec<Vec<Option<&str>>> = rows
             .iter()
             .map(|r| r.iter().map(|v| v.as_deref()).collect())
@@ -87,18 +88,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Matching: all 25 million pairs of the encoded Febrl4 sites.
     let schema = &schemas[0].1;
-    let encode_site = |csv: &str| -> PackedClks {
+    let encode_site = |csv: &str| -> anyhow::Result<PackedClks> {
         let encoder = Encoder::new(schema, &secret);
         let mut bytes = Vec::new();
-        for row in febrl_rows(csv, schema) {
+        for row in febrl_rows(csv, schema)? {
             let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
             if let Ok(clk) = encoder.encode(&values) {
                 bytes.extend_from_slice(&clk);
             }
         }
-        PackedClks::from_bytes(&bytes, encoder.filter_bytes())
+        Ok(PackedClks::from_bytes(&bytes, encoder.filter_bytes()))
     };
-    let (a, b) = (encode_site(FEBRL4_A), encode_site(FEBRL4_B));
+    let (a, b) = (encode_site(FEBRL4_A)?, encode_site(FEBRL4_B)?);
     let pairs = a.len() * b.len();
     let threshold = pprl::matching::DEFAULT_THRESHOLD;
     println!(
@@ -146,29 +147,12 @@ fn rate(min_time: Duration, items: usize, mut work: impl FnMut()) -> f64 {
     (rounds * items as u64) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Febrl's rows (", "-separated, no quoting) as values in `schema`'s feature
+/// Febrl's rows (embedded in the binary) as values in `schema`'s feature
 /// order; features without a column are `None`.
-fn febrl_rows(csv: &str, schema: &Schema) -> Vec<Vec<Option<String>>> {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let columns: Vec<Option<usize>> = schema
-        .features()
-        .iter()
-        .map(|f| header.iter().position(|h| *h == f.identifier()))
-        .collect();
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            columns
-                .iter()
-                .map(|c| c.and_then(|c| fields.get(c)).map(|v| (*v).to_owned()))
-                .collect()
-        })
-        .collect()
+fn febrl_rows(csv: &str, schema: &Schema) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("febrl.csv");
+    std::fs::write(&path, csv)?;
+    let names: Vec<&str> = schema.features().iter().map(|f| f.identifier()).collect();
+    Ok(read_named_columns(&path, &ReadOptions::default(), &names)?)
 }

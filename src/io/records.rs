@@ -586,6 +586,45 @@ impl RecordReader {
     }
 }
 
+/// Every row of `path` as the values of the columns `names`, in that order:
+/// `None` for a null value or a column the file does not have (as a schema
+/// feature without a column). Holds the whole file in memory: for tests,
+/// benchmarks and other small inputs; a site's run reads batches.
+///
+/// # Errors
+/// As [`RecordReader::open`] and [`RecordReader::next_batch`].
+pub fn read_named_columns(
+    path: &Path,
+    options: &ReadOptions,
+    names: &[&str],
+) -> Result<Vec<Vec<Option<String>>>, RecordsError> {
+    let mut reader = RecordReader::open(path, options)?;
+    let index: Vec<Option<usize>> = names
+        .iter()
+        .map(|n| reader.columns().iter().position(|c| c == n))
+        .collect();
+    let mut selected: Vec<usize> = index.iter().flatten().copied().collect();
+    selected.sort_unstable();
+    selected.dedup();
+    let slot: Vec<Option<usize>> = index
+        .iter()
+        .map(|i| i.map(|i| selected.binary_search(&i).expect("selected above")))
+        .collect();
+    reader.select(&selected)?;
+    let mut rows = Vec::new();
+    while let Some(batch) = reader.next_batch()? {
+        for row in 0..batch.len() {
+            rows.push(
+                slot.iter()
+                    .map(|s| s.and_then(|s| batch.get(row, s)).map(str::to_owned))
+                    .collect(),
+            );
+        }
+        reader.recycle(batch);
+    }
+    Ok(rows)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn read_csv_batch(
     path: &Path,
@@ -887,6 +926,30 @@ mod tests {
             rows,
             vec![some(&["1", "Zo\u{eb}"]), some(&["2", "Ren\u{e9}"])]
         );
+    }
+
+    #[test]
+    fn named_columns_in_the_order_asked_with_none_for_absent_ones() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
+        let rows = read_named_columns(
+            &path,
+            &ReadOptions::default(),
+            &["surname", "no_such_column", "rec_id", "surname"],
+        )
+        .unwrap();
+        let plain = read_all(&path, &ReadOptions::default(), &["surname", "rec_id"]);
+        assert_eq!(rows.len(), 5000);
+        for (row, expected) in rows.iter().zip(&plain) {
+            assert_eq!(
+                row,
+                &vec![
+                    expected[0].clone(),
+                    None,
+                    expected[1].clone(),
+                    expected[0].clone()
+                ]
+            );
+        }
     }
 
     #[test]

@@ -233,6 +233,7 @@ const DEFAULT_SCHEMA: &str = r#"{
 mod tests {
     use super::*;
     use crate::encode::Encoder;
+    use crate::io::records::{ReadOptions, read_named_columns};
     use crate::schema::Schema;
     use crate::secret::Secret;
     use std::path::Path;
@@ -242,28 +243,15 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(name);
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_path(path)
-            .unwrap();
-        let header: Vec<String> = reader
-            .headers()
+        let names: Vec<&str> = std::iter::once("rec_id")
+            .chain(schema.features().iter().map(|f| f.identifier()))
+            .collect();
+        read_named_columns(&path, &ReadOptions::default(), &names)
             .unwrap()
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        let columns: Vec<Option<usize>> = schema
-            .features()
-            .iter()
-            .map(|f| header.iter().position(|h| h == f.identifier()))
-            .collect();
-        reader
-            .records()
-            .map(|r| {
-                let r = r.unwrap();
-                let entity = r[0].split('-').nth(1).unwrap().to_owned();
-                let values = columns.iter().map(|c| c.map(|c| r[c].to_owned())).collect();
-                (entity, values)
+            .into_iter()
+            .map(|mut row| {
+                let id = row.remove(0).unwrap();
+                (id.split('-').nth(1).unwrap().to_owned(), row)
             })
             .collect()
     }

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use pprl::block::{BlockStats, LshParams, LshTarget, PlanOptions, key_candidates, lsh_candidates};
 use pprl::encode::Encoder;
+use pprl::io::records::{ReadOptions, read_named_columns};
 use pprl::schema::{Schema, default_schema_json};
 use pprl::secret::Secret;
 use pprl::synth::{self, COLUMNS, ErrorRates, Side, Synth, SynthConfig};
@@ -361,27 +362,17 @@ fn febrl4() -> PackedSites {
     let secret = Secret::new("an example project secret, 32+ bytes long").unwrap();
     let encoder = Encoder::new(&schema, &secret);
     let read = |file: &str| -> (Vec<u64>, Vec<String>) {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_path(crate::util::fixture(file))
+        let names: Vec<&str> = std::iter::once("rec_id")
+            .chain(schema.features().iter().map(|f| f.identifier()))
+            .collect();
+        let rows = read_named_columns(&crate::util::fixture(file), &ReadOptions::default(), &names)
             .unwrap();
-        let header: Vec<String> = reader
-            .headers()
-            .unwrap()
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        let columns: Vec<Option<usize>> = schema
-            .features()
-            .iter()
-            .map(|f| header.iter().position(|h| h == f.identifier()))
-            .collect();
         let (mut bytes, mut entities) = (Vec::new(), Vec::new());
-        for record in reader.records() {
-            let record = record.unwrap();
-            let values: Vec<Option<&str>> = columns.iter().map(|c| c.map(|c| &record[c])).collect();
+        for row in &rows {
+            let values: Vec<Option<&str>> = row[1..].iter().map(|v| v.as_deref()).collect();
             bytes.extend(encoder.encode(&values).unwrap());
-            entities.push(record[0].split('-').nth(1).unwrap().to_owned());
+            let id = row[0].as_deref().unwrap();
+            entities.push(id.split('-').nth(1).unwrap().to_owned());
         }
         (pack(&bytes, encoder.filter_bytes()), entities)
     };
