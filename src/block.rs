@@ -707,6 +707,24 @@ fn clk_count(clks: &[u64], words: usize, site: &'static str) -> Result<usize, Bl
     Ok(n)
 }
 
+/// The records of each site, after checking the clks and the parameters.
+fn check_lsh_input(
+    a: &[u64],
+    b: Option<&[u64]>,
+    words: usize,
+    params: &LshParams,
+) -> Result<(usize, Option<usize>), BlockError> {
+    let n_a = clk_count(a, words, "A")?;
+    let n_b = b.map(|b| clk_count(b, words, "B")).transpose()?;
+    if params.tables == 0 || params.bits_per_key == 0 {
+        return Err(BlockError::Params {
+            tables: params.tables,
+            bits_per_key: params.bits_per_key,
+        });
+    }
+    Ok((n_a, n_b))
+}
+
 /// Bits set in some record and clear in some other (over both sites).
 fn informative_mask(a: &[u64], b: Option<&[u64]>, words: usize) -> Vec<u64> {
     let merge = |(mut or, mut and): (Vec<u64>, Vec<u64>), (o2, n2): (Vec<u64>, Vec<u64>)| {
@@ -876,14 +894,7 @@ where
     K: Fn(u32, u32) -> Option<S> + Sync,
     C: FnMut(Vec<(u32, u32, S)>),
 {
-    let n_a = clk_count(a, words, "A")?;
-    let n_b = b.map(|b| clk_count(b, words, "B")).transpose()?;
-    if params.tables == 0 || params.bits_per_key == 0 {
-        return Err(BlockError::Params {
-            tables: params.tables,
-            bits_per_key: params.bits_per_key,
-        });
-    }
+    let (n_a, n_b) = check_lsh_input(a, b, words, params)?;
     let mut stats = BlockStats {
         all_pairs: all_pairs(n_a, n_b),
         ..BlockStats::default()
@@ -1397,14 +1408,7 @@ pub fn lsh_pairs_met(
     params: &LshParams,
     pairs: &[(u32, u32)],
 ) -> Result<Vec<bool>, BlockError> {
-    let n_a = clk_count(a, words, "A")?;
-    let n_b = b.map(|b| clk_count(b, words, "B")).transpose()?;
-    if params.tables == 0 || params.bits_per_key == 0 {
-        return Err(BlockError::Params {
-            tables: params.tables,
-            bits_per_key: params.bits_per_key,
-        });
-    }
+    let (n_a, n_b) = check_lsh_input(a, b, words, params)?;
     check_pairs(pairs, n_a, n_b.unwrap_or(n_a))?;
     let mut met = vec![false; pairs.len()];
     if n_a == 0 || n_b == Some(0) {

@@ -425,17 +425,7 @@ fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() 
     assert!(report.contains("none: 5000 of 5000 true pairs"), "{report}");
 
     // Evaluate names a site whose clk file is missing.
-    let missing = run_pprl([
-        "evaluate",
-        "--links",
-        out.join("links.parquet").to_str().unwrap(),
-        "--entities",
-        out.join("entities.parquet").to_str().unwrap(),
-        "--truth",
-        "febrl",
-        "--clks",
-        clks[0].to_str().unwrap(),
-    ]);
+    let missing = evaluate_command(&out, &clks[..1]);
     assert_eq!(missing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("site \"B\""), "{stderr}");
@@ -576,21 +566,31 @@ fn febrl4_site_keys_keep_the_all_pairs_links() {
     assert!(completeness >= 0.99, "{line}");
 }
 
+/// Runs `pprl evaluate` on the Febrl4 match run in `out` with `clks`.
+fn evaluate_command(out: &Path, clks: &[PathBuf]) -> std::process::Output {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "evaluate".into(),
+        "--links".into(),
+        out.join("links.parquet").into(),
+        "--entities".into(),
+        out.join("entities.parquet").into(),
+        "--truth".into(),
+        "febrl".into(),
+        "--clks".into(),
+    ];
+    args.extend(clks.iter().map(|p| p.clone().into_os_string()));
+    run_pprl(args)
+}
+
 /// `pprl evaluate`'s report of a Febrl4 match run in `out`, with the clk files.
 fn evaluate_febrl4(out: &Path, clks: &[PathBuf; 2]) -> String {
-    let report = run_ok([
-        "evaluate",
-        "--links",
-        out.join("links.parquet").to_str().unwrap(),
-        "--entities",
-        out.join("entities.parquet").to_str().unwrap(),
-        "--truth",
-        "febrl",
-        "--clks",
-        clks[0].to_str().unwrap(),
-        clks[1].to_str().unwrap(),
-    ]);
-    String::from_utf8(report.stdout).unwrap()
+    let output = evaluate_command(out, clks);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// The line of pair completeness against all pairs at the run's threshold.
