@@ -1121,21 +1121,12 @@ mod tests {
         batch_rows: usize,
     ) -> Result<EncodeSummary, SiteError> {
         let schema = blake_schema();
-        let secret = Secret::new("correct horse battery staple").unwrap();
+        let secret = test_secret();
         let options = EncodeOptions {
-            schema: &schema,
-            secret: &secret,
-            site: "A".into(),
-            input: input.to_path_buf(),
-            read: ReadOptions {
-                batch_rows,
-                ..ReadOptions::default()
-            },
-            id_column: "rec_id".into(),
-            output: output.to_path_buf(),
             output_format: OutputFormat::ClkhashJson,
             threads: 2,
             max_rejects: MaxRejects::Count(0),
+            ..test_options(&schema, &secret, input, output, batch_rows)
         };
         let mut reports = Vec::new();
         let summary = encode_site(&options, &mut |p| reports.push(*p))?;
@@ -1257,10 +1248,29 @@ mod tests {
         batch_rows: usize,
         threads: usize,
     ) -> EncodeSummary {
-        let secret = Secret::new("correct horse battery staple").unwrap();
+        let secret = test_secret();
         let options = EncodeOptions {
+            threads,
+            ..test_options(schema, &secret, input, output, batch_rows)
+        };
+        encode_site(&options, &mut |_| {}).unwrap()
+    }
+
+    fn test_secret() -> Secret {
+        Secret::new("correct horse battery staple").unwrap()
+    }
+
+    /// Site A, ids in `rec_id`, Parquet output, every reject allowed.
+    fn test_options<'a>(
+        schema: &'a Schema,
+        secret: &'a Secret,
+        input: &Path,
+        output: &Path,
+        batch_rows: usize,
+    ) -> EncodeOptions<'a> {
+        EncodeOptions {
             schema,
-            secret: &secret,
+            secret,
             site: "A".into(),
             input: input.to_path_buf(),
             read: ReadOptions {
@@ -1270,10 +1280,9 @@ mod tests {
             id_column: "rec_id".into(),
             output: output.to_path_buf(),
             output_format: OutputFormat::Parquet,
-            threads,
+            threads: 1,
             max_rejects: MaxRejects::Percent(100.0),
-        };
-        encode_site(&options, &mut |_| {}).unwrap()
+        }
     }
 
     #[test]
