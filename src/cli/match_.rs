@@ -44,7 +44,10 @@ Writes OUT_DIR/links.parquet (site_a, id_a, site_b, id_b, score: the accepted li
 and OUT_DIR/entities.parquet (entity_id, site, id: every input record, unmatched ones \
 alone). Before comparing anything, checks that all files use the same filter length, \
 linkage schema and secret. The output is the same whatever the number of threads and \
-the order of the files.")]
+the order of the files.\n\n\
+Large inputs: --blocking (default auto) scores only the candidate pairs of Hamming LSH \
+on the clks or of site-side blocking keys instead of all pairs, above 2e9 pairs; the \
+summary reports the reduction ratio, and `pprl evaluate --clks` the pair completeness.")]
 #[command(after_help = "\
 Exit status: 0 when the outputs were written; 1 on any error, and then no output is \
 written; 2 for an invalid command line.
@@ -53,7 +56,9 @@ Examples:
   pprl match --out-dir out/ a.clk.parquet b.clk.parquet c.clk.parquet
   pprl match --threshold 0.85 --out-dir out/ registry.clk.parquet        # deduplicate
   pprl match --out-dir out/ --scores out/scores.parquet --min-score 0.5 a.clk.parquet b.clk.parquet
-  pprl match --out-dir out/ --site A --site B a.clks.json b.clks.json    # anonlink JSON")]
+  pprl match --out-dir out/ --site A --site B a.clks.json b.clks.json    # anonlink JSON
+  pprl match --blocking keys --out-dir out/ a.clk.parquet b.clk.parquet  # site-side keys
+  pprl match --blocking lsh --threshold 0.8 --out-dir out/ a.clk.parquet b.clk.parquet")]
 pub struct MatchArgs {
     /// The sites' encodings: `.clk.parquet` files from `pprl encode`, or anonlink
     /// `{"clks": [...]}` JSON files (`.json`; records are numbered from 0).
