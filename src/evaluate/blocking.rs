@@ -64,6 +64,10 @@ pub(super) fn report(
         blocking_from_metadata(&metadata).ok_or_else(|| EvaluateError::BlockingMetadata {
             path: links.to_path_buf(),
         })?;
+    // Within one site, pairs are compared only when the run deduplicated it.
+    let run_sites = metadata
+        .get("pprl.sites")
+        .map_or(0, |sites| sites.split(',').count());
     let true_pairs = truth.len() as u64;
     if blocking == BlockingUsed::AllPairs {
         return Ok(BlockingReport {
@@ -141,6 +145,7 @@ pub(super) fn report(
             })
             .collect();
         let met = match &blocking {
+            _ if other.is_none() && run_sites > 1 => vec![false; pairs.len()],
             BlockingUsed::AllPairs => unreachable!("returned above"),
             BlockingUsed::Lsh { params, .. } => block::lsh_pairs_met(
                 a.words(),
