@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -674,11 +674,24 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// A fast 64-bit hash of an id (8 bytes at a time, then a full avalanche).
+/// Not keyed: ids are the site's own, and a collision only costs a second
+/// look at the input (see [`IdSet`]); SipHash took 3% of an encode run.
 fn id_hash(id: &str) -> u64 {
-    // SipHash with fixed keys: the same on every run, which keeps runs reproducible.
-    let mut h = std::hash::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
+    let bytes = id.as_bytes();
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        h = (h.rotate_left(23) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h.rotate_left(23) ^ u64::from_le_bytes(tail)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // SplitMix64's finaliser: every input bit reaches every output bit.
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
 }
 
 fn check_ids(
@@ -1349,5 +1362,13 @@ mod tests {
     fn id_hash_is_stable() {
         assert_eq!(id_hash("rec-1-org"), id_hash("rec-1-org"));
         assert_ne!(id_hash("rec-1-org"), id_hash("rec-2-org"));
+        // Lengths and trailing zero bytes are told apart.
+        assert_ne!(id_hash("a"), id_hash("a\0"));
+        assert_ne!(id_hash(""), id_hash("\0"));
+        // No collision among 200,000 ids that differ in one position.
+        let hashes: HashSet<u64> = (0..200_000)
+            .map(|i| id_hash(&format!("rec-{i}-dup-0")))
+            .collect();
+        assert_eq!(hashes.len(), 200_000);
     }
 }
