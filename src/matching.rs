@@ -332,6 +332,11 @@ pub struct MatchSummary {
     /// LSH: pairs scoring at least the threshold met again in a later table
     /// (and scored again). Low-scoring repeats are not told apart.
     pub repeats: u64,
+    /// Buckets (LSH) or keys that blocking skipped for holding more than
+    /// `max_bucket_pairs` pairs, and the pairs they held (LSH: a pair may
+    /// still meet in another table).
+    pub skipped_buckets: u64,
+    pub skipped_bucket_pairs: u64,
     /// Pairs skipped because their popcounts could not reach the lowest score kept.
     pub skipped_by_length: u64,
     /// Pairs scoring at least the threshold (after top-k), handed to the solver.
@@ -490,6 +495,7 @@ pub fn match_files(
     let advance = |n: u64| progress.advance(n);
     let mut stats = SearchStats::default();
     let mut repeats = 0;
+    let (mut skipped_buckets, mut skipped_bucket_pairs) = (0, 0);
     let mut scored: Vec<ScoredPair> = Vec::new();
     let mode = match sites.len() {
         1 => MatchMode::Deduplicate,
@@ -537,6 +543,8 @@ pub fn match_files(
             if let BlockingUsed::Lsh { .. } = blocking {
                 repeats += block_stats.repeats;
             }
+            skipped_buckets += block_stats.oversize_buckets;
+            skipped_bucket_pairs += block_stats.oversize_pairs;
             let found = match options.top_k {
                 Some(k) => keep_top_k(found, k, j.is_none()),
                 None => found,
@@ -603,6 +611,8 @@ pub fn match_files(
         all_pairs,
         comparisons: stats.comparisons,
         repeats,
+        skipped_buckets,
+        skipped_bucket_pairs,
         skipped_by_length: stats.skipped_by_length,
         candidates: accepted.len() as u64,
         scored_pairs: scores.as_ref().map(|s| s.len() as u64),

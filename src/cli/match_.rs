@@ -288,6 +288,13 @@ fn summary(o: &MatchOutcome, args: &MatchArgs, total_seconds: f64) -> String {
             s.all_pairs
         ),
     };
+    if s.skipped_buckets > 0 {
+        out += &format!(
+            "  blocking skipped {} buckets or keys of more than --max-bucket-pairs pairs each \
+             ({} pairs in all): raise it if true matches may hide there\n",
+            s.skipped_buckets, s.skipped_bucket_pairs
+        );
+    }
     let pairs = s.comparisons + s.skipped_by_length;
     let skipped_pct = if pairs == 0 {
         0.0

@@ -483,6 +483,23 @@ fn planted_clks_link_through_the_cli_with_lsh() {
         .parse()
         .unwrap();
     assert!(rr >= 0.99, "{summary}");
+    assert!(!summary.contains("blocking skipped"), "{summary}");
+    // Every bucket over a cap of one pair is skipped, and the summary says so.
+    let capped = run_ok([
+        "match",
+        "--blocking",
+        "lsh",
+        "--threshold",
+        "0.8",
+        "--max-bucket-pairs",
+        "1",
+        "--out-dir",
+        dir.path().join("capped").to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    let capped = String::from_utf8_lossy(&capped.stderr);
+    assert!(capped.contains("blocking skipped"), "{capped}");
     let report = run_ok([
         "evaluate",
         "--links",
