@@ -65,6 +65,9 @@ pub struct MatchOptions {
     pub blocking: Blocking,
     /// How LSH blocking chooses its parameters, when it is used.
     pub lsh: LshOptions,
+    /// [`Blocking::Auto`] compares all pairs up to this many pairs
+    /// (default [`AUTO_ALL_PAIRS`]).
+    pub auto_all_pairs: u64,
     /// Blocking skips a bucket (LSH) or key with more pairs than this; `None`
     /// for [`block::DEFAULT_MAX_BUCKET_PAIRS`] with LSH and
     /// [`DEFAULT_MAX_KEY_PAIRS`] with keys.
@@ -80,6 +83,7 @@ impl Default for MatchOptions {
             max_cluster_size: None,
             blocking: Blocking::None,
             lsh: LshOptions::default(),
+            auto_all_pairs: AUTO_ALL_PAIRS,
             max_bucket_pairs: None,
         }
     }
@@ -323,6 +327,8 @@ pub struct MatchSummary {
     pub filter_bits: usize,
     /// The blocking used.
     pub blocking: BlockingUsed,
+    /// With [`Blocking::Auto`], why it chose that blocking.
+    pub blocking_reason: Option<&'static str>,
     /// Every pair the run could have compared (all pairs of records of
     /// different sites; within one site for deduplication).
     pub all_pairs: u64,
@@ -520,7 +526,7 @@ pub fn match_files(
             }
         })
         .sum();
-    let blocking = choose_blocking(
+    let (blocking, blocking_reason) = choose_blocking(
         options,
         &packed,
         &keys,
@@ -608,6 +614,7 @@ pub fn match_files(
         kernel: Kernel::best(),
         filter_bits,
         blocking,
+        blocking_reason,
         all_pairs,
         comparisons: stats.comparisons,
         repeats,
@@ -642,37 +649,53 @@ fn choose_blocking(
     site_pairs: &[(usize, Option<usize>)],
     all_pairs: u64,
     threshold: f64,
-) -> Result<BlockingUsed, MatchError> {
+) -> Result<(BlockingUsed, Option<&'static str>), MatchError> {
     let keys_used = || BlockingUsed::Keys {
         max_bucket_pairs: options.max_bucket_pairs.unwrap_or(DEFAULT_MAX_KEY_PAIRS),
     };
-    match options.blocking {
-        Blocking::None => Ok(BlockingUsed::AllPairs),
+    let chosen = match options.blocking {
+        Blocking::None => BlockingUsed::AllPairs,
         Blocking::Keys => match keys.iter().position(Option::is_none) {
-            Some(i) => Err(MatchError::NoBlockingKeys {
-                path: sites[i].path.clone(),
-            }),
-            None => Ok(keys_used()),
+            Some(i) => {
+                return Err(MatchError::NoBlockingKeys {
+                    path: sites[i].path.clone(),
+                });
+            }
+            None => keys_used(),
         },
-        Blocking::Lsh => plan_lsh(options, packed, site_pairs, threshold).map(|(used, _)| used),
+        Blocking::Lsh => plan_lsh(options, packed, site_pairs, threshold)?.0,
         Blocking::Auto => {
-            if all_pairs <= AUTO_ALL_PAIRS {
-                Ok(BlockingUsed::AllPairs)
+            let (chosen, reason) = if all_pairs <= options.auto_all_pairs {
+                (BlockingUsed::AllPairs, AUTO_SMALL)
             } else if keys.iter().all(Option::is_some) {
-                Ok(keys_used())
+                (keys_used(), AUTO_KEYS)
             } else {
                 match plan_lsh(options, packed, site_pairs, threshold) {
-                    Ok((used, worthwhile)) if worthwhile => Ok(used),
+                    Ok((used, true)) => (used, AUTO_LSH),
+                    Ok((_, false)) => (BlockingUsed::AllPairs, AUTO_LSH_SLOW),
                     // No plan reaches the recall: all pairs are the only safe choice.
-                    Ok(_) | Err(MatchError::Block(BlockError::Unreachable { .. })) => {
-                        Ok(BlockingUsed::AllPairs)
+                    Err(MatchError::Block(BlockError::Unreachable { .. })) => {
+                        (BlockingUsed::AllPairs, AUTO_LSH_UNREACHABLE)
                     }
-                    Err(e) => Err(e),
+                    Err(e) => return Err(e),
                 }
-            }
+            };
+            return Ok((chosen, Some(reason)));
         }
-    }
+    };
+    Ok((chosen, None))
 }
+
+// Why `--blocking auto` chose what it chose, for the summary.
+const AUTO_SMALL: &str = "auto: few enough pairs to compare them all";
+const AUTO_KEYS: &str = "auto: every input carries site-side blocking keys";
+const AUTO_LSH: &str = "auto: the LSH plan expects to take at most half the time of all pairs";
+const AUTO_LSH_SLOW: &str = "auto: LSH would not pay off on these clks (unrelated records are \
+     too close at this threshold), so all pairs are compared; encode with blocking keys \
+     (`pprl schema init --blocking-keys`) or raise the threshold to block";
+const AUTO_LSH_UNREACHABLE: &str = "auto: no LSH parameters find the matches at this threshold \
+     with the recall asked for, so all pairs are compared; encode with blocking keys \
+     (`pprl schema init --blocking-keys`) to block";
 
 /// LSH parameters for the run, planned on its largest site pair (one set of
 /// parameters for every pair), with the user's overrides; and whether the

@@ -187,6 +187,7 @@ pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
             ..LshOptions::default()
         },
         max_bucket_pairs: args.max_bucket_pairs,
+        ..MatchOptions::default()
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
@@ -288,6 +289,9 @@ fn summary(o: &MatchOutcome, args: &MatchArgs, total_seconds: f64) -> String {
             s.all_pairs
         ),
     };
+    if let Some(reason) = s.blocking_reason {
+        out += &format!("    ({reason})\n");
+    }
     if s.skipped_buckets > 0 {
         out += &format!(
             "  blocking skipped {} buckets or keys of more than --max-bucket-pairs pairs each \

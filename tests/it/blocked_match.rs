@@ -251,6 +251,34 @@ fn auto_compares_all_pairs_of_small_inputs_and_keys_need_keys() {
     assert_eq!(auto.summary.blocking, BlockingUsed::AllPairs);
     assert_eq!(auto.summary.all_pairs, 200 * 200);
     assert_eq!(auto.summary.reduction_ratio(), 0.0);
+    assert!(
+        auto.summary
+            .blocking_reason
+            .unwrap()
+            .contains("few enough pairs")
+    );
+
+    // Above the all-pairs limit: keys when every input has them...
+    let keyed = [
+        clk_file("A", &data.a, data.words, Some(random_keys(200, 20, 1))),
+        clk_file("B", &data.b, data.words, Some(random_keys(200, 20, 2))),
+    ];
+    let large = MatchOptions {
+        blocking: Blocking::Auto,
+        auto_all_pairs: 0,
+        ..MatchOptions::default()
+    };
+    let auto = run(&large, &keyed);
+    assert!(matches!(auto.summary.blocking, BlockingUsed::Keys { .. }));
+    assert!(auto.summary.blocking_reason.unwrap().contains("keys"));
+    // ... else LSH when its plan pays off, with the reason either way.
+    let auto = run(&large, &files);
+    let reason = auto.summary.blocking_reason.unwrap();
+    match auto.summary.blocking {
+        BlockingUsed::Lsh { .. } => assert!(reason.contains("half the time"), "{reason}"),
+        BlockingUsed::AllPairs => assert!(reason.contains("blocking keys"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 
     let named: Vec<(PathBuf, ClkFile)> = files
         .iter()
