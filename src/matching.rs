@@ -31,7 +31,7 @@ use rayon::slice::ParallelSliceMut;
 
 use crate::block::{self, BlockError, BlockStats, LshParams, LshTarget, PlanOptions};
 use crate::similarity::{
-    self, Candidate, Kernel, PackedClks, SearchOptions, SearchStats, and_popcounts, dice_score,
+    self, Candidate, Kernel, PackedClks, SearchOptions, SearchStats, pair_score,
 };
 use crate::solve::{self, DedupOptions, RecordRef, ScoredPair};
 
@@ -784,18 +784,7 @@ fn blocked_search(
 ) -> Result<(Vec<Candidate>, SearchStats, BlockStats), MatchError> {
     let kernel = Kernel::best();
     let other = b.map_or(a, |b| b.0);
-    let (pop_a, pop_b) = (a.popcounts(), other.popcounts());
-    let score = |i: u32, j: u32| -> Option<f64> {
-        let (pa, pb) = (pop_a[i as usize], pop_b[j as usize]);
-        // The length filter: no overlap can lift the pair to the threshold.
-        if dice_score(pa.min(pb), pa, pb) < threshold {
-            return None;
-        }
-        let mut count = [0u32];
-        and_popcounts(kernel, a.clk(i as usize), other.clk(j as usize), &mut count);
-        let score = dice_score(count[0], pa, pb);
-        (score >= threshold).then_some(score)
-    };
+    let score = |i: u32, j: u32| pair_score(kernel, a, i as usize, other, j as usize, threshold);
     let mut found: Vec<Candidate> = Vec::new();
     let consume = |kept: Vec<(u32, u32, f64)>| {
         found.extend(

@@ -12,7 +12,7 @@ use crate::block;
 use crate::io::clk_file::{self, ClkFile};
 use crate::io::table;
 use crate::matching::{BlockingUsed, blocking_from_metadata};
-use crate::similarity::{Kernel, PackedClks, and_popcounts, dice_score};
+use crate::similarity::{Kernel, PackedClks, pair_score};
 
 /// True pairs that survived blocking.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,10 +138,7 @@ pub(super) fn report(
             .iter()
             .map(|&(i, j)| {
                 let y = b.as_ref().unwrap_or(&a);
-                let mut count = [0u32];
-                and_popcounts(kernel, a.clk(i as usize), y.clk(j as usize), &mut count);
-                let (pa, pb) = (a.popcounts()[i as usize], y.popcounts()[j as usize]);
-                dice_score(count[0], pa, pb) >= threshold
+                pair_score(kernel, &a, i as usize, y, j as usize, threshold).is_some()
             })
             .collect();
         let met = match &blocking {

@@ -146,6 +146,33 @@ pub fn dice_score(c: u32, a: u32, b: u32) -> f64 {
     }
 }
 
+/// The Dice score of record `i` of `a` and record `j` of `b`, when it reaches
+/// `threshold` (pairs whose popcounts cannot reach it are not compared).
+/// One pair at a time, for pairs chosen elsewhere (blocking, evaluation);
+/// the same [`dice_score`] as the search, so a pair gets the same score.
+///
+/// # Panics
+/// When the clks differ in length, a record is out of range, or `kernel` is
+/// not available.
+#[inline]
+pub fn pair_score(
+    kernel: Kernel,
+    a: &PackedClks,
+    i: usize,
+    b: &PackedClks,
+    j: usize,
+    threshold: f64,
+) -> Option<f64> {
+    let (pa, pb) = (a.popcounts[i], b.popcounts[j]);
+    if dice_score(pa.min(pb), pa, pb) < threshold {
+        return None;
+    }
+    let mut count = [0u32];
+    and_popcounts(kernel, a.clk(i), b.clk(j), &mut count);
+    let score = dice_score(count[0], pa, pb);
+    (score >= threshold).then_some(score)
+}
+
 /// A pair of records whose score reached the threshold: `a` indexes the first
 /// site's records (or the site's, in deduplication), `b` the second's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -339,6 +366,21 @@ mod tests {
                         .chain(expected.iter().enumerate().filter(|(_, c)| **c >= min).map(|(j, &c)| (j as u32, c)))
                         .collect();
                     prop_assert_eq!(&hits, &want, "kernel {} min {}", kernel.name(), min);
+                }
+            }
+        }
+
+        #[test]
+        fn pair_score_is_the_scalar_dice_when_it_reaches_the_threshold(
+            (a, b) in (1usize..20).prop_flat_map(|w| (clks(w, 1..2), clks(w, 1..20))),
+            threshold in 0.01f64..1.0,
+        ) {
+            for kernel in Kernel::available() {
+                for j in 0..b.len() {
+                    let dice = scalar::dice(a.clk(0), b.clk(j));
+                    let expected = (dice >= threshold).then_some(dice.to_bits());
+                    let got = pair_score(kernel, &a, 0, &b, j, threshold).map(f64::to_bits);
+                    prop_assert_eq!(got, expected, "kernel {}", kernel.name());
                 }
             }
         }

@@ -366,13 +366,7 @@ fn encode_febrl4(dir: &Path, init_options: &[&str]) -> [PathBuf; 2] {
 fn febrl4_lsh_keeps_the_all_pairs_links_and_evaluate_counts_pair_completeness() {
     let dir = temp_dir();
     let clks = encode_febrl4(dir.path(), &[]);
-    let inputs: Vec<MatchInput> = clks
-        .iter()
-        .map(|p| MatchInput {
-            path: p.clone(),
-            site: None,
-        })
-        .collect();
+    let inputs = match_inputs(&clks);
     let all = matching::run_match(&MatchOptions::default(), &inputs, &NoProgress).unwrap();
     let lsh_options = MatchOptions {
         blocking: Blocking::Lsh,
@@ -557,13 +551,7 @@ fn links_kept(all: &BTreeMap<PairKey, u64>, blocked: &BTreeMap<PairKey, u64>) ->
 fn febrl4_site_keys_keep_the_all_pairs_links() {
     let dir = temp_dir();
     let clks = encode_febrl4(dir.path(), &["--blocking-keys"]);
-    let inputs: Vec<MatchInput> = clks
-        .iter()
-        .map(|p| MatchInput {
-            path: p.clone(),
-            site: None,
-        })
-        .collect();
+    let inputs = match_inputs(&clks);
     let all = matching::run_match(&MatchOptions::default(), &inputs, &NoProgress).unwrap();
     let run = |blocking| {
         let options = MatchOptions {
@@ -650,4 +638,14 @@ fn report_figure<'a>(report: &'a str, marker: &str) -> (&'a str, f64) {
     eprintln!("{line}");
     let figure = line.rsplit(' ').next().unwrap().parse().unwrap();
     (line, figure)
+}
+
+/// The clk files as match inputs with their stored site names.
+fn match_inputs(clks: &[PathBuf]) -> Vec<MatchInput> {
+    clks.iter()
+        .map(|p| MatchInput {
+            path: p.clone(),
+            site: None,
+        })
+        .collect()
 }
