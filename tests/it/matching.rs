@@ -796,3 +796,19 @@ fn febrl4_quality_with_the_clkhash_schema() {
     assert!(precision >= 0.99, "precision {precision}");
     assert!(recall >= 0.98, "recall {recall}");
 }
+
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = temp_dir();
+    let missing = dir.path().join("missing.clk.parquet");
+    let out = run_pprl(args(&[
+        &"match",
+        &"--out-dir",
+        &dir.path().join("out"),
+        &missing,
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.clk.parquet"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
