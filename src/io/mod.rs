@@ -7,5 +7,6 @@
 
 pub mod atomic;
 pub mod clk_file;
+mod csv_lines;
 pub mod records;
 pub mod table;

@@ -32,6 +32,8 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
+use super::csv_lines::CsvLines;
+
 /// Rows per batch unless the caller asks otherwise.
 pub const DEFAULT_BATCH_ROWS: usize = 8 * 1024;
 
@@ -326,8 +328,7 @@ pub struct RecordReader {
 
 enum Source {
     Csv {
-        reader: csv::Reader<File>,
-        record: csv::ByteRecord,
+        reader: Box<CsvLines<File>>,
         trim: bool,
         bytes_total: u64,
     },
@@ -378,15 +379,20 @@ impl RecordReader {
         let (columns, source) = match format {
             InputFormat::Csv => {
                 let bytes_total = file.metadata().map_err(open_err)?.len();
-                let mut reader = csv::ReaderBuilder::new()
-                    .delimiter(options.csv.delimiter)
-                    .has_headers(true)
-                    .trim(csv::Trim::None)
-                    .from_reader(file);
-                let header = reader
-                    .byte_headers()
-                    .map_err(|e| csv_error(path, 0, e))?
-                    .clone();
+                let mut reader = CsvLines::new(file, options.csv.delimiter);
+                let header = match reader.read() {
+                    Ok(Some(header)) => (0..header.len())
+                        .map(|i| header.field(i).to_vec())
+                        .collect::<Vec<_>>(),
+                    Ok(None) => Vec::new(),
+                    Err(e) => {
+                        return Err(RecordsError::Csv {
+                            path: path.to_path_buf(),
+                            row: 0,
+                            message: e.to_string(),
+                        });
+                    }
+                };
                 if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
                     return Err(RecordsError::NoHeader {
                         path: path.to_path_buf(),
@@ -400,8 +406,7 @@ impl RecordReader {
                         path: path.to_path_buf(),
                     })?;
                 let source = Source::Csv {
-                    reader,
-                    record: csv::ByteRecord::new(),
+                    reader: Box::new(reader),
                     trim: options.csv.trim,
                     bytes_total,
                 };
@@ -478,7 +483,7 @@ impl RecordReader {
                 reader,
                 bytes_total,
                 ..
-            } => (reader.position().byte(), Some(*bytes_total)),
+            } => (reader.position(), Some(*bytes_total)),
             Source::ParquetPending(b) => (0, Some(b.metadata().file_metadata().num_rows() as u64)),
             Source::Parquet { rows_total, .. } => (self.rows, Some(*rows_total)),
             Source::Done { done, total } => (*done, *total),
@@ -505,15 +510,9 @@ impl RecordReader {
             self.start_parquet()?;
         }
         let batch = match &mut self.source {
-            Source::Csv {
-                reader,
-                record,
-                trim,
-                ..
-            } => read_csv_batch(
+            Source::Csv { reader, trim, .. } => read_csv_batch(
                 &self.path,
                 reader,
-                record,
                 *trim,
                 &self.columns,
                 &self.selected,
@@ -628,8 +627,7 @@ pub fn read_named_columns(
 #[allow(clippy::too_many_arguments)]
 fn read_csv_batch(
     path: &Path,
-    reader: &mut csv::Reader<File>,
-    record: &mut csv::ByteRecord,
+    reader: &mut CsvLines<File>,
     trim: bool,
     names: &[String],
     selected: &[usize],
@@ -641,59 +639,63 @@ fn read_csv_batch(
     batch.ends.reserve(batch_rows * selected.len());
     while batch.rows < batch_rows && batch.text.len() < MAX_BATCH_TEXT {
         let row = rows_before + batch.rows as u64 + 1;
-        match reader.read_byte_record(record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_error(path, row - 1, e)),
+        let record = match reader.read() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(RecordsError::Csv {
+                    path: path.to_path_buf(),
+                    row: row - 1,
+                    message: e.to_string(),
+                });
+            }
+        };
+        if record.len() != names.len() {
+            return Err(RecordsError::FieldCount {
+                path: path.to_path_buf(),
+                row,
+                line: record.line(),
+                expected: names.len() as u64,
+                found: record.len() as u64,
+            });
         }
         let invalid = |c: usize| RecordsError::InvalidUtf8 {
             path: path.to_path_buf(),
             row,
-            line: record.position().map_or(0, csv::Position::line),
+            line: record.line(),
             column: names[c].clone(),
         };
         // One UTF-8 check for the whole record; only when it fails are the
         // selected fields checked one by one (an unselected field may be
         // the invalid one, and is no concern).
-        let whole = std::str::from_utf8(record.as_slice()).ok();
+        let whole = std::str::from_utf8(record.bytes()).ok();
         for &c in selected {
-            let value = match (whole, record.range(c)) {
-                (Some(whole), Some(range)) => whole.get(range),
-                _ => std::str::from_utf8(&record[c]).ok(),
+            let value = match whole {
+                Some(whole) => whole.get(record.range(c)),
+                None => std::str::from_utf8(record.field(c)).ok(),
             }
             .ok_or_else(|| invalid(c))?;
-            batch.push(Some(if trim { value.trim() } else { value }));
+            batch.push(Some(if trim { trim_field(value) } else { value }));
         }
         batch.rows += 1;
     }
     Ok(Some(batch))
 }
 
-/// Turns a csv error into one that names the file and the row. `row_ok` is
-/// the last row read successfully.
-fn csv_error(path: &Path, row_ok: u64, e: csv::Error) -> RecordsError {
-    match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            pos,
-            expected_len,
-            len,
-        } => RecordsError::FieldCount {
-            path: path.to_path_buf(),
-            row: row_ok + 1,
-            line: pos.as_ref().map_or(0, csv::Position::line),
-            expected: *expected_len,
-            found: *len,
-        },
-        csv::ErrorKind::Io(io) => RecordsError::Csv {
-            path: path.to_path_buf(),
-            row: row_ok,
-            message: io.to_string(),
-        },
-        _ => RecordsError::Csv {
-            path: path.to_path_buf(),
-            row: row_ok,
-            message: e.to_string(),
-        },
+/// `value.trim()`: ASCII spaces and tabs come off without decoding
+/// characters, and when what is left starts and ends with printable ASCII
+/// (most values) nothing more would; otherwise `str::trim` decides.
+fn trim_field(value: &str) -> &str {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let all = value.as_bytes();
+    let start = all.iter().position(|b| !blank(b)).unwrap_or(all.len());
+    let end = all.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    // Both ends are next to ASCII bytes, so they are character boundaries.
+    let inner = &value[start..end];
+    let bytes = inner.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => inner,
+        _ => inner.trim(),
     }
 }
 
@@ -826,7 +828,17 @@ fn dates(days: impl Iterator<Item = Option<i64>>, col: &mut Column) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::sync::Arc;
+
+    proptest! {
+        #[test]
+        fn trim_field_is_str_trim(
+            value in "[ \t\u{a0}\u{2003}\u{3000}\u{b}\u{85}\r\na-zé,'-]{0,12}",
+        ) {
+            prop_assert_eq!(trim_field(&value), value.trim());
+        }
+    }
 
     fn read_all(path: &Path, options: &ReadOptions, select: &[&str]) -> Vec<Vec<Option<String>>> {
         let mut reader = RecordReader::open(path, options).unwrap();
