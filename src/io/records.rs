@@ -385,13 +385,7 @@ impl RecordReader {
                         .map(|i| header.field(i).to_vec())
                         .collect::<Vec<_>>(),
                     Ok(None) => Vec::new(),
-                    Err(e) => {
-                        return Err(RecordsError::Csv {
-                            path: path.to_path_buf(),
-                            row: 0,
-                            message: e.to_string(),
-                        });
-                    }
+                    Err(e) => return Err(read_error(path, 0, &e)),
                 };
                 if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
                     return Err(RecordsError::NoHeader {
@@ -642,13 +636,7 @@ fn read_csv_batch(
         let record = match reader.read() {
             Ok(Some(record)) => record,
             Ok(None) => break,
-            Err(e) => {
-                return Err(RecordsError::Csv {
-                    path: path.to_path_buf(),
-                    row: row - 1,
-                    message: e.to_string(),
-                });
-            }
+            Err(e) => return Err(read_error(path, row - 1, &e)),
         };
         if record.len() != names.len() {
             return Err(RecordsError::FieldCount {
@@ -680,6 +668,15 @@ fn read_csv_batch(
         batch.rows += 1;
     }
     Ok(Some(batch))
+}
+
+/// A failed read of a CSV file, after `row_ok` rows read.
+fn read_error(path: &Path, row_ok: u64, e: &std::io::Error) -> RecordsError {
+    RecordsError::Csv {
+        path: path.to_path_buf(),
+        row: row_ok,
+        message: e.to_string(),
+    }
 }
 
 /// `value.trim()`: ASCII spaces and tabs come off without decoding
