@@ -390,15 +390,25 @@ impl<T: Copy + Default> Clear for Memo<T> {
 }
 
 /// Appends the non-zero words of `words` to `out` as groups of up to 64
-/// words: the group's index, a bitmap of its non-zero words, then those words.
+/// words: the group's index, a bitmap of the words stored, then those words.
+/// A group with at least half its words non-zero (a name's 200 bits in a
+/// 1024-bit filter leave about one word of 16 empty) is stored whole, zeros
+/// included, so that [`or_sparse`] ORs it as one slice, which vectorises,
+/// instead of word by word.
 pub(super) fn push_sparse(words: &[u64], out: &mut Vec<u64>) {
     for (g, group) in words.chunks(64).enumerate() {
         let mut bitmap = 0u64;
         for (i, &w) in group.iter().enumerate() {
             bitmap |= u64::from(w != 0) << i;
         }
-        if bitmap != 0 {
-            out.push(g as u64);
+        if bitmap == 0 {
+            continue;
+        }
+        out.push(g as u64);
+        if 2 * bitmap.count_ones() as usize >= group.len() {
+            out.push(u64::MAX >> (64 - group.len()));
+            out.extend_from_slice(group);
+        } else {
             out.push(bitmap);
             out.extend(group.iter().copied().filter(|&w| w != 0));
         }
@@ -413,6 +423,15 @@ pub(super) fn or_sparse(sparse: &[u64], words: &mut [u64]) {
         let base = sparse[i] as usize * 64;
         let mut bitmap = sparse[i + 1];
         i += 2;
+        if bitmap & bitmap.wrapping_add(1) == 0 {
+            // Words base.. stored whole.
+            let n = bitmap.count_ones() as usize;
+            for (w, s) in words[base..base + n].iter_mut().zip(&sparse[i..i + n]) {
+                *w |= s;
+            }
+            i += n;
+            continue;
+        }
         while bitmap != 0 {
             let w = bitmap.trailing_zeros() as usize;
             words[base + w] |= sparse[i];
@@ -429,18 +448,45 @@ mod tests {
     #[test]
     fn sparse_words_round_trip() {
         for n in [1usize, 16, 64, 65, 200] {
-            let words: Vec<u64> = (0..n as u64)
+            // Mostly full (stored whole) and mostly empty (word by word).
+            let full: Vec<u64> = (0..n as u64)
                 .map(|i| if i % 3 == 1 { 0 } else { i * 0x9E37_79B9 + 1 })
                 .collect();
-            let mut sparse = Vec::new();
-            push_sparse(&words, &mut sparse);
-            let mut back = vec![0u64; n];
-            or_sparse(&sparse, &mut back);
-            assert_eq!(back, words, "n = {n}");
+            let few: Vec<u64> = (0..n as u64)
+                .map(|i| if i % 5 == 2 { i + 1 } else { 0 })
+                .collect();
+            for words in [full, few] {
+                let mut sparse = Vec::new();
+                push_sparse(&words, &mut sparse);
+                let mut back = vec![0u64; n];
+                or_sparse(&sparse, &mut back);
+                assert_eq!(back, words, "n = {n}");
+            }
         }
         let mut sparse = Vec::new();
         push_sparse(&[0; 10], &mut sparse);
         assert!(sparse.is_empty());
+    }
+
+    proptest::proptest! {
+        /// ORing stored words gives what ORing the words themselves gives,
+        /// whatever their density.
+        #[test]
+        fn or_sparse_is_a_plain_or(
+            words in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(0u64), proptest::num::u64::ANY], 0..200),
+            target in proptest::collection::vec(proptest::num::u64::ANY, 200),
+        ) {
+            let mut sparse = Vec::new();
+            push_sparse(&words, &mut sparse);
+            let mut expected = target[..words.len()].to_vec();
+            for (e, w) in expected.iter_mut().zip(&words) {
+                *e |= w;
+            }
+            let mut got = target[..words.len()].to_vec();
+            or_sparse(&sparse, &mut got);
+            proptest::prop_assert_eq!(got, expected);
+        }
     }
 
     fn stored(m: &mut Memo<u32>, key: &[u8]) -> Option<Vec<u32>> {
