@@ -15,6 +15,9 @@ use pprl::similarity::{Kernel, PackedClks, SearchOptions, scalar, search_pair};
 use super::example::{FEBRL4_A, FEBRL4_B};
 use pprl::io::records::{ReadOptions, read_named_columns};
 
+/// Copies of Febrl4 A in the thread-scaling measurement.
+const SCALING_REPEATS: usize = 20;
+
 const CLKHASH_BLAKE_SCHEMA: &str = include_str!("../../fixtures/clkhash_v3_blake.schema.json");
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +53,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ("native default", Schema::from_json(&default_schema_json())?),
         ("clkhash blake", Schema::from_json(CLKHASH_BLAKE_SCHEMA)?),
     ];
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let mut rows_of = Vec::new();
     for (name, schema) in &schemas {
         let rows = febrl_rows(FEBRL4_A, schema)?;
         let values: Vec<Vec<Option<&str>>> = rows
@@ -71,18 +76,48 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         });
         let all = pool.install(|| {
             rate(min_time, values.len(), || {
-                let encoder = Encoder::new(schema, &secret);
-                values.par_iter().for_each_init(
-                    || vec![0u8; encoder.filter_bytes()],
-                    |out, v| {
-                        let _ = std::hint::black_box(encoder.encode_into(v, out));
-                    },
-                );
+                encode_all(schema, &secret, &values)
             })
         });
         println!(
             "{name:<16} {reference:>12.0} {one:>12.0} {all:>12.0} {:>9.1}x",
             one / reference
+        );
+        rows_of.push(rows);
+    }
+
+    // Thread scaling where memo warm-up matters little, as in a large file:
+    // each thread fills its own memos, which on 5000 cold records is a large
+    // part of the work (the "fast, all" column above).
+    println!(
+        "\nencoding, thread scaling: Febrl4 A {SCALING_REPEATS} times ({} records), records/s",
+        SCALING_REPEATS * rows_of[0].len()
+    );
+    println!(
+        "{:<16} {:>12} {:>12} {:>10} {:>11}",
+        "schema",
+        "1 thread",
+        format!("{threads} threads"),
+        "speed-up",
+        "per thread"
+    );
+    for ((name, schema), rows) in schemas.iter().zip(&rows_of) {
+        let values: Vec<Vec<Option<&str>>> = (0..SCALING_REPEATS)
+            .flat_map(|_| rows.iter())
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let on = |pool: &rayon::ThreadPool| {
+            pool.install(|| {
+                rate(min_time, values.len(), || {
+                    encode_all(schema, &secret, &values)
+                })
+            })
+        };
+        let (one, all) = (on(&single), on(&pool));
+        let speed_up = all / one;
+        println!(
+            "{name:<16} {one:>12.0} {all:>12.0} {speed_up:>9.2}x {:>10.0}%",
+            100.0 * speed_up / threads as f64
         );
     }
 
@@ -113,7 +148,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let reference = rate(min_time, pairs, || {
         std::hint::black_box(scalar::all_pairs(&a, &b, threshold));
     });
-    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     for length_filter in [false, true] {
         let options = SearchOptions {
             length_filter,
@@ -133,6 +167,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Encodes `values` on the current rayon pool with a fresh encoder (cold memos).
+fn encode_all(schema: &Schema, secret: &Secret, values: &[Vec<Option<&str>>]) {
+    let encoder = Encoder::new(schema, secret);
+    values.par_iter().for_each_init(
+        || vec![0u8; encoder.filter_bytes()],
+        |out, v| {
+            let _ = std::hint::black_box(encoder.encode_into(v, out));
+        },
+    );
 }
 
 /// Items per second of `work` (which handles `items` items), repeated until
