@@ -3,11 +3,16 @@
 Run through benches/clkhash_compare.sh, which makes the virtualenv with clkhash
 and builds pprl. Arguments: REPO_ROOT PPRL_BINARY WORK_DIR.
 
+Inputs: Febrl4 A (5,000 records), the same 20 times with new ids (100,000:
+steady state, memos warm), and 100,000 distinct synthetic people from
+`pprl generate` (what a site's data looks like: names repeat, people do not).
+
 Both tools are timed as a site runs them: clkhash's generate_clk_from_csv in
 process (schema already loaded, no interpreter start-up counted), pprl as the
 whole `pprl encode` process (start-up, CSV parsing and writing the output
 counted), best of several runs. The clkhash-schema clks of both tools are
-compared bit for bit on all 5,000 records.
+compared bit for bit on Febrl4 A and on the synthetic people (accented and
+non-Latin-1 letters included).
 """
 
 import base64
@@ -57,6 +62,34 @@ def main():
                 w.writerow([f"{row[0]}-{copy}"] + row[1:])
     big_records = records * 20
 
+    # 100,000 distinct synthetic people (European names with accents and
+    # particles: site A of `pprl generate`, whose records carry no errors), in the schema's
+    # column order: a site's real data repeats names and postcodes but not
+    # people, so memos help less than on 20 copies of the same 5,000.
+    synth_dir = os.path.join(work, "synth")
+    subprocess.run(
+        [pprl, "generate", "--records", "100000", "--records-b", "10", "--seed", "7",
+         "--out-dir", synth_dir],
+        check=True, capture_output=True,
+    )
+    with open(blake_schema) as f:
+        order = [feature["identifier"] for feature in json.load(f)["features"]]
+    synth = os.path.join(work, "synthetic.csv")
+    with open(os.path.join(synth_dir, "a.csv"), newline="") as f:
+        people = list(csv.DictReader(f))
+    with open(synth, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(order)
+        for person in people:
+            w.writerow([person[column] for column in order])
+
+    # (name, path, records, clkhash runs, pprl runs)
+    inputs = [
+        ("Febrl4 A", plain, records, 2, 7),
+        ("Febrl4 A x20", big, big_records, 1, 3),
+        ("synthetic", synth, len(people), 1, 3),
+    ]
+
     secret_file = os.path.join(work, "secret.key")
     with open(secret_file, "w") as f:
         f.write(SECRET)
@@ -64,15 +97,15 @@ def main():
     with open(native_schema, "wb") as f:
         f.write(subprocess.run([pprl, "schema", "init"], check=True, capture_output=True).stdout)
 
-    results = []  # (scheme, tool, parallelism, records, wall seconds, CPU seconds)
+    results = []  # (input, scheme, tool, parallelism, records, wall seconds, CPU seconds)
     # clkhash memoises tokens and whole field encodings (functools.lru_cache):
     # the caches are emptied before every run, or a repeated run would only
     # measure cache hits. Within a run they help it as pprl's memos help pprl,
     # so each input is timed with both tools and the ratio compares the two on
     # the same input. max_workers=1: one process, one core.
     schema = from_json_file(open(blake_schema))
-    clkhash_clks = None
-    for input_path, n, repeats in ((plain, records, 2), (big, big_records, 1)):
+    clkhash_clks = {}
+    for name, input_path, n, repeats, _ in inputs:
         best = None
         for _ in range(repeats):
             clear_clkhash_caches()
@@ -83,9 +116,9 @@ def main():
                 )
                 run = (time.perf_counter() - start, time.process_time() - cpu)
             best = run if best is None else min(best, run)
-            if input_path == plain:
-                clkhash_clks = [base64.b64encode(c.tobytes()).decode() for c in out]
-        results.append(("clkhash blake", "clkhash", "1 proc", n, *best))
+            if input_path != big:
+                clkhash_clks[name] = [base64.b64encode(c.tobytes()).decode() for c in out]
+        results.append((name, "clkhash blake", "clkhash", "1 proc", n, *best))
 
     def pprl_run(schema_path, input_path, threads, fmt, output):
         cmd = [
@@ -103,38 +136,38 @@ def main():
         return wall, cpu
 
     for scheme, schema_path in (("clkhash blake", blake_schema), ("native (schema init)", native_schema)):
-        for input_path, n, repeats in ((plain, records, 7), (big, big_records, 3)):
+        for name, input_path, n, _, repeats in inputs:
             for threads in (1, 2):
                 output = os.path.join(work, "out.json")
                 best = min(
                     pprl_run(schema_path, input_path, threads, "clkhash-json", output)
                     for _ in range(repeats)
                 )
-                results.append((scheme, "pprl", f"{threads} thr", n, *best))
-                if scheme == "clkhash blake" and input_path == plain:
+                results.append((name, scheme, "pprl", f"{threads} thr", n, *best))
+                if scheme == "clkhash blake" and name in clkhash_clks:
                     with open(output) as f:
                         ours = json.load(f)["clks"]
-                    same = ours == clkhash_clks
-                    print(f"pprl --threads {threads} clks identical to clkhash's on all "
-                          f"{records} records: {'yes' if same else 'NO'}")
+                    same = ours == clkhash_clks[name]
+                    print(f"{name}: pprl --threads {threads} clks identical to clkhash's on all "
+                          f"{len(ours)} records: {'yes' if same else 'NO'}")
                     if not same:
                         sys.exit(1)
 
-    # clkhash's records per CPU-second on each input size.
-    base = {r[3]: r[3] / r[5] for r in results if r[1] == "clkhash"}
+    # clkhash's records per CPU-second on each input.
+    base = {r[0]: r[4] / r[6] for r in results if r[2] == "clkhash"}
     print()
-    print(f"{'scheme':<22}{'tool':<9}{'par.':<8}{'records':>9}{'wall s':>9}{'CPU s':>9}"
-          f"{'records/s':>11}{'rec/CPU-s':>11}{'x clkhash':>11}")
-    for scheme, tool, par, n, wall, cpu in results:
-        ratio = f"{n / cpu / base[n]:.1f}x" if tool == "pprl" else ""
-        print(f"{scheme:<22}{tool:<9}{par:<8}{n:>9}{wall:>9.3f}{cpu:>9.3f}"
+    print(f"{'input':<14}{'scheme':<22}{'tool':<9}{'par.':<8}{'records':>9}{'wall s':>9}"
+          f"{'CPU s':>9}{'records/s':>11}{'rec/CPU-s':>11}{'x clkhash':>11}")
+    for name, scheme, tool, par, n, wall, cpu in results:
+        ratio = f"{n / cpu / base[name]:.1f}x" if tool == "pprl" else ""
+        print(f"{name:<14}{scheme:<22}{tool:<9}{par:<8}{n:>9}{wall:>9.3f}{cpu:>9.3f}"
               f"{n / wall:>11,.0f}{n / cpu:>11,.0f}{ratio:>11}")
     print()
-    print("records/s: by wall-clock time (shows thread scaling). rec/CPU-s: records per CPU "
-          "second, which other load on the machine does not distort. x clkhash: pprl's rec/CPU-s "
-          "over clkhash's on the same input (clkhash in one process), i.e. per core. pprl "
-          "times are whole `pprl encode` processes (start-up, CSV parsing and output included), "
-          "best of several runs; clkhash is timed in process (no interpreter start-up).")
+    print("records/s: by wall-clock time. rec/CPU-s: records per CPU second, which other load "
+          "on the machine does not distort. x clkhash: pprl's rec/CPU-s over clkhash's on the "
+          "same input (clkhash in one process), i.e. per core. pprl times are whole `pprl "
+          "encode` processes (start-up, CSV parsing and output included), best of several "
+          "runs; clkhash is timed in process (no interpreter start-up).")
 
 
 if __name__ == "__main__":
