@@ -29,7 +29,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::slice::ParallelSliceMut;
 
 use crate::io::table::TableError;
-use crate::release::{ReleaseError, RowRef, read_entities};
+use crate::release::{ColumnError, ReleaseError, RowRef, read_entities};
 
 /// Why an evaluation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,29 +47,9 @@ pub enum EvaluateError {
         #[source]
         source: std::io::Error,
     },
-    /// A required column is absent.
-    #[error("{path} has no column `{column}` (expected {expected}); it has: {}", found.join(", "))]
-    MissingColumn {
-        path: PathBuf,
-        column: String,
-        expected: &'static str,
-        found: Vec<String>,
-    },
-    /// A column has a type that cannot be used.
-    #[error("{path}, column `{column}`: expected {expected}, found {found}")]
-    ColumnType {
-        path: PathBuf,
-        column: String,
-        expected: &'static str,
-        found: String,
-    },
-    /// A value that must be present is missing.
-    #[error("{path}, {at}, column `{column}`: the value is missing")]
-    MissingValue {
-        path: PathBuf,
-        at: RowRef,
-        column: String,
-    },
+    /// A column or a value is not what the file must have.
+    #[error(transparent)]
+    Column(#[from] ColumnError),
     /// A score that is not a number between 0 and 1.
     #[error("{path}, {at}, column `score`: {score} is not a score between 0 and 1")]
     BadScore {
@@ -707,12 +687,13 @@ fn read_scored_pairs(
         ("score", "Float32"),
     ] {
         if schema.column_with_name(column).is_none() {
-            return Err(EvaluateError::MissingColumn {
+            return Err(ColumnError::MissingColumn {
                 path: path.to_path_buf(),
                 column: column.to_owned(),
                 expected,
                 found: names,
-            });
+            }
+            .into());
         }
     }
     let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
@@ -738,14 +719,14 @@ fn read_scored_pairs(
             column("id_b")?,
         );
         let score = batch.column_by_name("score").expect("checked above");
-        let type_error = || EvaluateError::ColumnType {
+        let type_error = || ColumnError::ColumnType {
             path: path.to_path_buf(),
             column: "score".into(),
             expected: "Float32",
             found: score.data_type().to_string(),
         };
         if !matches!(score.data_type(), DataType::Float32 | DataType::Float64) {
-            return Err(type_error());
+            return Err(type_error().into());
         }
         let score =
             arrow_cast::cast(score.as_ref(), &DataType::Float32).map_err(|_| type_error())?;
@@ -763,11 +744,12 @@ fn read_scored_pairs(
         ] {
             if array.null_count() > 0 {
                 let i = (0..array.len()).find(|&i| array.is_null(i)).unwrap_or(0);
-                return Err(EvaluateError::MissingValue {
+                return Err(ColumnError::MissingValue {
                     path: path.to_path_buf(),
                     at: at(i),
                     column: name.to_owned(),
-                });
+                }
+                .into());
             }
         }
         let (mut a, mut b) = (0u32, 0u32);
@@ -890,11 +872,12 @@ fn read_truth_csv(
         let field = |col: usize, name: &str| -> Result<String, EvaluateError> {
             match record.get(col) {
                 Some(v) if !v.is_empty() => Ok(v.to_owned()),
-                _ => Err(EvaluateError::MissingValue {
+                _ => Err(ColumnError::MissingValue {
                     path: path.to_path_buf(),
                     at,
                     column: name.to_owned(),
-                }),
+                }
+                .into()),
             }
         };
         let (site_a, site_b) = match (site_cols, &default_sites) {

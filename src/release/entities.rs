@@ -7,7 +7,7 @@ use std::path::Path;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::DataType;
 
-use super::{ReleaseError, RowRef};
+use super::{ColumnError, ReleaseError, RowRef};
 use crate::io::table;
 
 /// The rows of an entity file, in file order, with its key-value metadata.
@@ -49,12 +49,13 @@ pub fn read_entities(path: &Path) -> Result<EntityTable, ReleaseError> {
         ("id", "Utf8 strings"),
     ] {
         if schema.column_with_name(column).is_none() {
-            return Err(ReleaseError::MissingColumn {
+            return Err(ColumnError::MissingColumn {
                 path: path.to_path_buf(),
                 column: column.to_owned(),
                 expected,
                 found: names,
-            });
+            }
+            .into());
         }
     }
     let mut out = EntityTable {
@@ -67,7 +68,7 @@ pub fn read_entities(path: &Path) -> Result<EntityTable, ReleaseError> {
         let entity = entity
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| ReleaseError::ColumnType {
+            .ok_or_else(|| ColumnError::ColumnType {
                 path: path.to_path_buf(),
                 column: "entity_id".into(),
                 expected: "Int64",
@@ -77,19 +78,19 @@ pub fn read_entities(path: &Path) -> Result<EntityTable, ReleaseError> {
         let ids = string_column(path, batch, "id")?;
         for i in 0..batch.num_rows() {
             let at = RowRef::Row(row0 + i as u64 + 1);
-            let missing = |column: &str| ReleaseError::MissingValue {
+            let missing = |column: &str| ColumnError::MissingValue {
                 path: path.to_path_buf(),
                 at,
                 column: column.to_owned(),
             };
             if entity.is_null(i) {
-                return Err(missing("entity_id"));
+                return Err(missing("entity_id").into());
             }
             if sites.is_null(i) {
-                return Err(missing("site"));
+                return Err(missing("site").into());
             }
             if ids.is_null(i) {
-                return Err(missing("id"));
+                return Err(missing("id").into());
             }
             if entity.value(i) < 0 {
                 return Err(ReleaseError::BadEntityId {
@@ -130,7 +131,7 @@ pub(crate) fn string_column(
     let array: &ArrayRef =
         batch
             .column_by_name(column)
-            .ok_or_else(|| ReleaseError::MissingColumn {
+            .ok_or_else(|| ColumnError::MissingColumn {
                 path: path.to_path_buf(),
                 column: column.to_owned(),
                 expected: "Utf8 strings",
@@ -141,7 +142,7 @@ pub(crate) fn string_column(
                     .map(|f| f.name().clone())
                     .collect(),
             })?;
-    let type_error = || ReleaseError::ColumnType {
+    let type_error = || ColumnError::ColumnType {
         path: path.to_path_buf(),
         column: column.to_owned(),
         expected: "Utf8 strings",
@@ -149,7 +150,7 @@ pub(crate) fn string_column(
     };
     match array.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {}
-        _ => return Err(type_error()),
+        _ => return Err(type_error().into()),
     }
     let cast = arrow_cast::cast(array.as_ref(), &DataType::Utf8).map_err(|_| type_error())?;
     Ok(cast

@@ -49,20 +49,10 @@ impl std::fmt::Display for RowRef {
     }
 }
 
-/// Why a split or a release was refused. Every variant names the file and,
-/// where there is one, the row and the column.
+/// A column of a file read by name (an entity map, a payload, links) that is
+/// absent or of the wrong type, or a value in it that is missing.
 #[derive(Debug, thiserror::Error)]
-pub enum ReleaseError {
-    /// Reading or writing a Parquet file failed.
-    #[error(transparent)]
-    Table(#[from] TableError),
-    /// A file cannot be read or a directory cannot be created.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+pub enum ColumnError {
     /// A required column is absent.
     #[error("{path} has no column `{column}` (expected {expected}); it has: {}", found.join(", "))]
     MissingColumn {
@@ -86,6 +76,25 @@ pub enum ReleaseError {
         at: RowRef,
         column: String,
     },
+}
+
+/// Why a split or a release was refused. Every variant names the file and,
+/// where there is one, the row and the column.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Reading or writing a Parquet file failed.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// A file cannot be read or a directory cannot be created.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A column or a value is not what the file must have.
+    #[error(transparent)]
+    Column(#[from] ColumnError),
     /// An entity id below 0 (entity ids are numbered from 0).
     #[error(
         "{path}, {at}, column `entity_id`: {entity_id} is not an entity id (they are numbered from 0)"

@@ -10,7 +10,7 @@ use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 
-use super::{ReleaseError, RowRef};
+use super::{ColumnError, ReleaseError, RowRef};
 use crate::io::table::{self, TableError};
 
 /// How a payload file is read.
@@ -144,11 +144,12 @@ fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, Release
         }
         let id = &record[id_index];
         if id.is_empty() {
-            return Err(ReleaseError::MissingValue {
+            return Err(ColumnError::MissingValue {
                 path: path.to_path_buf(),
                 at: RowRef::Line(line),
                 column: id_column.to_owned(),
-            });
+            }
+            .into());
         }
         ids.push(id.to_owned());
         lines.push(line);
@@ -288,7 +289,7 @@ fn read_parquet(path: &Path, id_column: &str) -> Result<Read, ReleaseError> {
             role: "the record id column",
             found: names.clone(),
         })?;
-    let type_error = || ReleaseError::ColumnType {
+    let type_error = || ColumnError::ColumnType {
         path: path.to_path_buf(),
         column: id_column.to_owned(),
         expected: "strings or integers for record ids",
@@ -307,7 +308,7 @@ fn read_parquet(path: &Path, id_column: &str) -> Result<Read, ReleaseError> {
         | DataType::UInt16
         | DataType::UInt32
         | DataType::UInt64 => {}
-        _ => return Err(type_error()),
+        _ => return Err(type_error().into()),
     }
     let strings = arrow_cast::cast(column.as_ref(), &DataType::Utf8).map_err(|_| type_error())?;
     let strings = strings
@@ -317,11 +318,12 @@ fn read_parquet(path: &Path, id_column: &str) -> Result<Read, ReleaseError> {
     let mut ids = Vec::with_capacity(strings.len());
     for row in 0..strings.len() {
         if strings.is_null(row) || strings.value(row).is_empty() {
-            return Err(ReleaseError::MissingValue {
+            return Err(ColumnError::MissingValue {
                 path: path.to_path_buf(),
                 at: RowRef::Row(row as u64 + 1),
                 column: id_column.to_owned(),
-            });
+            }
+            .into());
         }
         ids.push(strings.value(row).to_owned());
     }
