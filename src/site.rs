@@ -1,14 +1,18 @@
 //! The site's encode run: a site's records file in, its `.clk.parquet` (or
 //! anonlink clk JSON) out, ready to hand to the linkage unit.
 //!
-//! [`encode_site`] reads the records in batches ([`crate::io::records`]),
-//! checks the record keys (the id column: present, non-empty, unique), encodes
-//! each batch in parallel with the [`Encoder`] on a thread pool of its own,
-//! and streams the clks to the output in input order, so the output is
-//! byte-identical whatever the thread count and memory stays bounded.
+//! [`encode_site`] runs on `threads` workers fed by one reading thread, which
+//! only cuts the input into chunks of whole records ([`crate::io::records`]).
+//! A worker takes a chunk and does everything else for it: splits the fields,
+//! checks the record keys (the id column: present, non-empty; uniqueness is
+//! checked on all ids at the end), encodes the rows with the [`Encoder`] and
+//! serialises them as one Parquet row group (or anonlink JSON text). The
+//! calling thread appends the finished chunks in input order. Chunks are cut
+//! by the input alone, so the output is byte-identical whatever the thread
+//! count, and a few chunks per worker in flight keep memory bounded.
 //!
 //! When the schema declares blocking keys, each encoded record's key hashes
-//! ([`BlockingKeyHasher`]) are computed beside its clk, on the same threads,
+//! ([`BlockingKeyHasher`]) are computed beside its clk, on the same thread,
 //! and written as the `blocking_keys` column of the `.clk.parquet`; anonlink
 //! JSON has no place for them, so they are not computed for it.
 //!
@@ -21,28 +25,36 @@
 //! file from an earlier run, so the rejects file always belongs to the output
 //! beside it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch, StringArray, UInt16Array};
+use arrow_array::{ArrayRef, FixedSizeBinaryArray, StringArray, UInt16Array};
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
+use parquet::file::writer::SerializedFileWriter;
 use rayon::prelude::*;
 
 use crate::encode::blocking::BlockingKeyHasher;
 use crate::encode::{Encoder, FieldError};
 use crate::io::atomic::AtomicFile;
 use crate::io::clk_file::{self, keys};
-use crate::io::records::{Batch, ReadOptions, ReadPosition, RecordReader, RecordsError};
+use crate::io::records::{
+    Batch, Chunk, ChunkParser, CsvChunk, ReadOptions, ReadPosition, RecordReader, RecordsError,
+};
 use crate::io::table;
 use crate::schema::Schema;
 use crate::secret::Secret;
@@ -131,7 +143,7 @@ pub struct EncodeOptions<'a> {
     pub max_rejects: MaxRejects,
 }
 
-/// How far a run is, reported after every batch.
+/// How far a run is, reported after every chunk of rows, in input order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub rows_read: u64,
@@ -247,7 +259,8 @@ pub fn rejects_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Encodes a site's records file. `progress` is called after every batch.
+/// Encodes a site's records file. `progress` is called after every chunk of
+/// rows, in input order.
 ///
 /// # Errors
 /// [`SiteError`]: unreadable input, missing columns, empty or duplicate ids,
@@ -274,16 +287,23 @@ pub fn encode_site(
     let hasher = BlockingKeyHasher::new(options.schema, options.secret);
     let hasher =
         (!hasher.is_empty() && options.output_format == OutputFormat::Parquet).then_some(hasher);
-    let bytes = options.schema.filter_bytes();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
-        .build()
-        .map_err(|e| SiteError::ThreadPool {
-            threads: options.threads,
-            message: e.to_string(),
-        })?;
-    let sink = Sink::create(options, hasher.as_ref())?;
+    let workers = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let (mut sink, row_groups) = Sink::create(options, hasher.as_ref())?;
+    let context = ChunkContext {
+        options,
+        plan: &plan,
+        parser: reader.parser().clone(),
+        encoder: &encoder,
+        hasher: hasher.as_ref(),
+        row_groups: row_groups.as_ref(),
+        bytes: options.schema.filter_bytes(),
+    };
     let rejects_file = rejects_path(&options.output);
+    let mut rejects: Option<RejectsWriter> = None;
+    let mut ids = IdSet::default();
     let mut counts = Progress {
         rows_read: 0,
         encoded: 0,
@@ -292,72 +312,73 @@ pub fn encode_site(
         total: None,
     };
 
-    // Three stages, so that reading and writing (one thread each) overlap the
-    // parallel encoding: reader thread -> this thread (encodes on the pool) ->
-    // writer thread. Bounded channels keep a few batches in flight at most;
-    // FIFO order keeps the output in input order.
-    let (failure, written) = std::thread::scope(|scope| {
-        let (batch_tx, batch_rx) = mpsc::sync_channel(IN_FLIGHT);
-        let (encoded_tx, encoded_rx) = mpsc::sync_channel::<Encoded>(IN_FLIGHT);
-        // Written batches go back to the reader, clk buffers to this thread.
-        let (batches_tx, batches_rx) = mpsc::sync_channel::<Batch>(2 * IN_FLIGHT + 2);
-        let (clks_tx, clks_rx) = mpsc::sync_channel::<Vec<u8>>(2 * IN_FLIGHT + 2);
-        let recycle = Recycle {
-            batches: batches_tx,
-            clks: clks_tx,
-        };
-        let plan = &plan;
-        scope.spawn(move || read_stage(options, plan, reader, batch_tx, batches_rx));
-        let writer = scope.spawn(|| write_stage(sink, &rejects_file, bytes, encoded_rx, recycle));
+    // The reader thread only cuts the input into chunks of whole records;
+    // each worker parses, checks, encodes and serialises a whole chunk (a
+    // Parquet row group), so every costly step runs on all threads; this
+    // thread writes the finished chunks in input order. Chunks do not depend
+    // on the thread count, so neither does the output. At most `window`
+    // chunks are in flight: the reader waits for a written chunk's token
+    // (which brings back its buffer) before it reads another.
+    let window = workers + 2;
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+    let jobs_rx = Mutex::new(jobs_rx);
+    std::thread::scope(|scope| -> Result<(), SiteError> {
+        let (tokens_tx, tokens_rx) = mpsc::sync_channel::<Option<Vec<u8>>>(window);
+        for _ in 0..window {
+            tokens_tx
+                .send(None)
+                .expect("the channel has room for every token");
+        }
+        let (done_tx, done_rx) = mpsc::channel::<Finished>();
+        scope.spawn(move || read_chunks(reader, &jobs_tx, &tokens_rx));
+        for worker in 0..workers {
+            let (context, jobs_rx, done_tx) = (&context, &jobs_rx, done_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("pprl-encode-{worker}"))
+                .spawn_scoped(scope, move || encode_chunks(context, jobs_rx, &done_tx))
+                .map_err(|e| SiteError::ThreadPool {
+                    threads: workers,
+                    message: e.to_string(),
+                })?;
+        }
+        drop(done_tx);
 
-        let mut failure = None;
-        for item in batch_rx {
-            let (batch, position) = match item {
-                Ok(item) => item,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
+        // Leaving this closure early drops the receivers and the token
+        // sender: the reader and the workers then stop at their next step.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        for finished in done_rx {
+            waiting.insert(finished.index, finished);
+            while let Some(finished) = waiting.remove(&next) {
+                next += 1;
+                let chunk = finished.result?;
+                for (row, id, err) in &chunk.rejects {
+                    let writer = match &mut rejects {
+                        Some(w) => w,
+                        None => rejects.insert(create_rejects(&rejects_file)?),
+                    };
+                    write_reject(writer, &rejects_file, *row, id, err)?;
                 }
-            };
-            let mut clks = clks_rx.try_recv().unwrap_or_default();
-            clks.clear();
-            clks.resize(batch.len() * bytes, 0);
-            let (results, keys) = pool.install(|| {
-                encode_batch(&encoder, hasher.as_ref(), plan, &batch, &mut clks, bytes)
-            });
-            let rejected = results.iter().filter(|r| r.is_err()).count() as u64;
-            counts.rows_read += batch.len() as u64;
-            counts.rejected += rejected;
-            counts.encoded += batch.len() as u64 - rejected;
-            counts.done = position.done;
-            counts.total = position.total;
-            let sent = encoded_tx.send(Encoded {
-                batch,
-                clks,
-                results,
-                keys,
-            });
-            if sent.is_err() {
-                break; // the writer failed; its error is reported below
-            }
-            progress(&counts);
-            if matches!(options.max_rejects, MaxRejects::Count(_))
-                && counts.rejected > options.max_rejects.allowed(counts.rows_read)
-            {
-                break; // too many rejects: no need to read on
+                sink.write(chunk.body)?;
+                ids.hashes.extend_from_slice(&chunk.id_hashes);
+                let rejected = chunk.rejects.len() as u64;
+                counts.rows_read += chunk.rows;
+                counts.rejected += rejected;
+                counts.encoded += chunk.rows - rejected;
+                counts.done = finished.position.done;
+                counts.total = finished.position.total;
+                // The reader may have stopped already; then the buffer is dropped.
+                let _ = tokens_tx.try_send(finished.spare);
+                progress(&counts);
+                if matches!(options.max_rejects, MaxRejects::Count(_))
+                    && counts.rejected > options.max_rejects.allowed(counts.rows_read)
+                {
+                    return Ok(()); // too many rejects: no need to read on
+                }
             }
         }
-        drop(encoded_tx);
-        let written = match writer.join() {
-            Ok(written) => written,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        (failure, written)
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let (sink, rejects) = written?;
+        ids.finish(options, plan.selection[0], workers)
+    })?;
 
     let allowed = options.max_rejects.allowed(counts.rows_read);
     if counts.rejected > allowed {
@@ -420,118 +441,303 @@ fn list_rows(rows: &[u64]) -> String {
     }
 }
 
-/// Batches queued between two stages of the pipeline.
-const IN_FLIGHT: usize = 2;
-
 type RejectsWriter = csv::Writer<BufWriter<AtomicFile>>;
 
-/// A batch with its clks (row `i` at `i * bytes`), each row's popcount or
-/// why it was rejected, and each row's blocking-key hashes (`None` when the
-/// output carries none).
-struct Encoded {
-    batch: Batch,
-    clks: Vec<u8>,
-    results: Vec<Result<u16, FieldError>>,
-    keys: Option<Vec<Vec<u64>>>,
+/// A chunk of input for a worker, numbered in input order.
+struct Job {
+    index: usize,
+    chunk: Result<Chunk, SiteError>,
+    /// Where the reader was after this chunk.
+    position: ReadPosition,
 }
 
-/// Reads batches and checks their ids; stops at the end, at the first error
-/// (which it passes on), or when the encoding stage hangs up.
-fn read_stage(
-    options: &EncodeOptions<'_>,
-    plan: &ColumnPlan,
+/// A worker's result for a [`Job`].
+struct Finished {
+    index: usize,
+    result: Result<EncodedChunk, SiteError>,
+    position: ReadPosition,
+    /// The chunk's input buffer, for the reader to reuse.
+    spare: Option<Vec<u8>>,
+}
+
+/// A chunk encoded and serialised, ready to append to the output.
+struct EncodedChunk {
+    rows: u64,
+    /// Row number, id and reason of each rejected row, in order.
+    rejects: Vec<(u64, String, FieldError)>,
+    /// The hash of every row's id ([`IdSet`]).
+    id_hashes: Vec<u64>,
+    body: ChunkBody,
+}
+
+/// The output of a chunk's encoded rows.
+enum ChunkBody {
+    /// One Parquet row group, its column chunks in schema order (none when
+    /// every row was rejected).
+    Parquet(Vec<ArrowColumnChunk>),
+    /// Base64 clks, quoted and separated by commas, for anonlink JSON.
+    Json(String),
+}
+
+/// What every worker shares.
+struct ChunkContext<'a> {
+    options: &'a EncodeOptions<'a>,
+    plan: &'a ColumnPlan,
+    parser: ChunkParser,
+    encoder: &'a Encoder,
+    hasher: Option<&'a BlockingKeyHasher>,
+    /// For Parquet output.
+    row_groups: Option<&'a RowGroupEncoder>,
+    /// Bytes per clk.
+    bytes: usize,
+}
+
+/// Rows parsed and encoded at a time within a chunk: their text, clks and
+/// pages stay in the core's cache, where whole chunks (a Parquet row group
+/// each) did not.
+const SUB_BATCH_ROWS: usize = 4 * 1024;
+
+/// Buffers a worker reuses from batch to batch.
+#[derive(Default)]
+struct WorkerBuffers {
+    batch: Option<Batch>,
+    clks: Vec<u8>,
+}
+
+/// Cuts the input into chunks for the workers, one per token, until the
+/// input ends, reading fails, or the writer hangs up.
+fn read_chunks(
     mut reader: RecordReader,
-    tx: mpsc::SyncSender<Result<(Batch, ReadPosition), SiteError>>,
-    recycled: mpsc::Receiver<Batch>,
+    jobs: &mpsc::Sender<Job>,
+    tokens: &mpsc::Receiver<Option<Vec<u8>>>,
 ) {
-    let mut ids = IdSet::default();
-    loop {
-        if let Ok(spare) = recycled.try_recv() {
-            reader.recycle(spare);
-        }
-        let item = match reader.next_batch() {
-            Ok(Some(batch)) => {
-                check_ids(options, &batch, &mut ids).map(|()| (batch, reader.position()))
-            }
-            Ok(None) => match ids.finish(options, plan.selection[0]) {
-                Ok(()) => return,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e.into()),
+    for index in 0.. {
+        let Ok(spare) = tokens.recv() else { return };
+        let chunk = match reader.next_chunk(spare) {
+            Ok(Some(chunk)) => Ok(chunk),
+            Ok(None) => return,
+            Err(e) => Err(SiteError::from(e)),
         };
-        let failed = item.is_err();
-        if tx.send(item).is_err() || failed {
+        let failed = chunk.is_err();
+        let job = Job {
+            index,
+            chunk,
+            position: reader.position(),
+        };
+        if jobs.send(job).is_err() || failed {
             return;
         }
     }
 }
 
-/// Writes the encoded rows to the output and the rejected ones to the rejects
-/// file, in order, until the encoding stage hangs up; hands both back unfinished.
-fn write_stage(
-    mut sink: Sink,
-    rejects_file: &Path,
-    bytes: usize,
-    rx: mpsc::Receiver<Encoded>,
-    recycle: Recycle,
-) -> Result<(Sink, Option<RejectsWriter>), SiteError> {
-    let mut rejects: Option<RejectsWriter> = None;
-    for Encoded {
-        batch,
-        clks,
-        results,
-        mut keys,
-    } in rx
-    {
-        let mut kept_ids = Vec::with_capacity(batch.len());
-        // Without rejects (the usual case) the clks are written as they are.
-        let all_kept = results.iter().all(Result::is_ok);
-        let mut kept_clks = if all_kept {
-            Vec::new()
-        } else {
-            Vec::with_capacity(batch.len() * bytes)
+/// A worker: encodes chunks until there are no more or the writer hangs up.
+fn encode_chunks(
+    context: &ChunkContext<'_>,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    done: &mpsc::Sender<Finished>,
+) {
+    let mut buffers = WorkerBuffers::default();
+    loop {
+        // The lock is held only to take a job; a poisoned lock means another
+        // worker panicked, which the scope reports.
+        let Ok(Ok(job)) = jobs.lock().map(|jobs| jobs.recv()) else {
+            return;
         };
-        let mut popcounts = Vec::with_capacity(batch.len());
-        let mut kept_keys = keys.as_ref().map(|_| Vec::with_capacity(batch.len()));
-        for (row, result) in results.into_iter().enumerate() {
-            let id = batch.get(row, 0).unwrap_or_default();
-            match result {
-                Ok(popcount) => {
-                    kept_ids.push(id);
-                    if !all_kept {
-                        kept_clks.extend_from_slice(&clks[row * bytes..(row + 1) * bytes]);
-                    }
-                    popcounts.push(popcount);
-                    if let (Some(kept), Some(keys)) = (kept_keys.as_mut(), keys.as_mut()) {
-                        kept.push(std::mem::take(&mut keys[row]));
-                    }
-                }
-                Err(err) => {
-                    let writer = match &mut rejects {
-                        Some(w) => w,
-                        None => rejects.insert(create_rejects(rejects_file)?),
-                    };
-                    write_reject(writer, rejects_file, batch.row_number(row), id, &err)?;
-                }
-            }
-        }
-        let kept_clks = if all_kept { clks } else { kept_clks };
-        let spare_clks = sink.write(&kept_ids, kept_clks, popcounts, kept_keys)?;
-        drop(kept_ids);
-        // A stage that has stopped no longer takes buffers; they are dropped.
-        let _ = recycle.batches.try_send(batch);
-        if let Some(spare) = spare_clks {
-            let _ = recycle.clks.try_send(spare);
+        let (result, spare) = match job.chunk {
+            Ok(chunk) => encode_chunk(context, chunk, &mut buffers),
+            Err(e) => (Err(e), None),
+        };
+        let finished = Finished {
+            index: job.index,
+            result,
+            position: job.position,
+            spare,
+        };
+        if done.send(finished).is_err() {
+            return;
         }
     }
-    Ok((sink, rejects))
 }
 
-/// Where the writer hands back buffers once written, so that the next
-/// batches reuse them instead of allocating (and faulting in) fresh memory.
-struct Recycle {
-    batches: mpsc::SyncSender<Batch>,
-    clks: mpsc::SyncSender<Vec<u8>>,
+/// Parses, checks, encodes and serialises one chunk; hands back its input buffer.
+fn encode_chunk(
+    context: &ChunkContext<'_>,
+    chunk: Chunk,
+    buffers: &mut WorkerBuffers,
+) -> (Result<EncodedChunk, SiteError>, Option<Vec<u8>>) {
+    match chunk {
+        Chunk::Csv(chunk) => {
+            let result = encode_csv_chunk(context, &chunk, buffers);
+            (result, Some(chunk.into_buffer()))
+        }
+        Chunk::Batch(batch) => {
+            let result = ChunkOutput::new(context).and_then(|mut output| {
+                for start in (0..batch.len()).step_by(SUB_BATCH_ROWS) {
+                    let rows = start..batch.len().min(start + SUB_BATCH_ROWS);
+                    output.add(context, &batch, rows, &mut buffers.clks)?;
+                }
+                output.finish(context)
+            });
+            (result, None)
+        }
+    }
+}
+
+/// A CSV chunk, parsed [`SUB_BATCH_ROWS`] rows at a time.
+fn encode_csv_chunk(
+    context: &ChunkContext<'_>,
+    chunk: &CsvChunk,
+    buffers: &mut WorkerBuffers,
+) -> Result<EncodedChunk, SiteError> {
+    let mut output = ChunkOutput::new(context)?;
+    let mut rows = context.parser.rows(chunk);
+    while let Some(batch) =
+        context
+            .parser
+            .next_batch(&mut rows, SUB_BATCH_ROWS, buffers.batch.take())?
+    {
+        let added = output.add(context, &batch, 0..batch.len(), &mut buffers.clks);
+        buffers.batch = Some(batch);
+        added?;
+    }
+    output.finish(context)
+}
+
+/// A chunk's output under construction.
+struct ChunkOutput {
+    rows: u64,
+    rejects: Vec<(u64, String, FieldError)>,
+    id_hashes: Vec<u64>,
+    body: BodyBuilder,
+}
+
+enum BodyBuilder {
+    /// The column writers of the chunk's row group.
+    Parquet(Vec<ArrowColumnWriter>),
+    Json(String),
+}
+
+impl ChunkOutput {
+    fn new(context: &ChunkContext<'_>) -> Result<ChunkOutput, SiteError> {
+        let body = match context.row_groups {
+            Some(row_groups) => BodyBuilder::Parquet(
+                row_groups
+                    .writers()
+                    .map_err(|source| parquet_error(context, source))?,
+            ),
+            None => BodyBuilder::Json(String::new()),
+        };
+        Ok(ChunkOutput {
+            rows: 0,
+            rejects: Vec::new(),
+            id_hashes: Vec::new(),
+            body,
+        })
+    }
+
+    /// Checks, encodes and serialises `rows` of `batch`, in order; `clks` is
+    /// a buffer to reuse.
+    fn add(
+        &mut self,
+        context: &ChunkContext<'_>,
+        batch: &Batch,
+        rows: Range<usize>,
+        clks: &mut Vec<u8>,
+    ) -> Result<(), SiteError> {
+        let (plan, bytes) = (context.plan, context.bytes);
+        check_ids(
+            context.options,
+            batch,
+            rows.clone(),
+            id_hash,
+            &mut self.id_hashes,
+        )?;
+        // `encode_into` writes every byte of a clk: reused memory need not be zeroed.
+        let mut buffer = std::mem::take(clks);
+        if buffer.len() < rows.len() * bytes {
+            buffer.resize(rows.len() * bytes, 0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut popcounts = Vec::with_capacity(rows.len());
+        let mut keys = context.hasher.map(|_| Vec::with_capacity(rows.len()));
+        let mut values: Vec<Option<&str>> = Vec::with_capacity(plan.features.len());
+        self.rows += rows.len() as u64;
+        for row in rows {
+            values.clear();
+            values.extend(
+                plan.features
+                    .iter()
+                    .map(|slot| slot.and_then(|s| batch.get(row, s))),
+            );
+            let id = batch.get(row, 0).unwrap_or_default();
+            // Kept rows are packed at the front of the buffer, in order.
+            let kept = ids.len();
+            let out = &mut buffer[kept * bytes..(kept + 1) * bytes];
+            match context.encoder.encode_into(&values, out) {
+                Ok(()) => {
+                    popcounts.push(clk_file::popcount(out));
+                    ids.push(id);
+                    if let (Some(keys), Some(hasher)) = (keys.as_mut(), context.hasher) {
+                        keys.push(hasher.hash_record(&values));
+                    }
+                }
+                Err(err) => self
+                    .rejects
+                    .push((batch.row_number(row), id.to_owned(), err)),
+            }
+        }
+        buffer.truncate(ids.len() * bytes);
+        *clks = match (&mut self.body, context.row_groups) {
+            (BodyBuilder::Parquet(writers), Some(row_groups)) => row_groups
+                .write(writers, &ids, buffer, popcounts, keys)
+                .map_err(|source| parquet_error(context, source))?
+                .unwrap_or_default(),
+            (BodyBuilder::Json(text), _) => {
+                for clk in buffer.chunks_exact(bytes.max(1)) {
+                    if !text.is_empty() {
+                        text.push(',');
+                    }
+                    text.push('"');
+                    BASE64.encode_string(clk, text);
+                    text.push('"');
+                }
+                buffer
+            }
+            (BodyBuilder::Parquet(_), None) => {
+                unreachable!("Parquet output has a row group encoder")
+            }
+        };
+        Ok(())
+    }
+
+    fn finish(self, context: &ChunkContext<'_>) -> Result<EncodedChunk, SiteError> {
+        let encoded = self.rows - self.rejects.len() as u64;
+        let body = match self.body {
+            // A row group without rows is not written.
+            BodyBuilder::Parquet(_) if encoded == 0 => ChunkBody::Parquet(Vec::new()),
+            BodyBuilder::Parquet(writers) => ChunkBody::Parquet(
+                writers
+                    .into_iter()
+                    .map(ArrowColumnWriter::close)
+                    .collect::<Result<_, _>>()
+                    .map_err(|source| parquet_error(context, source))?,
+            ),
+            BodyBuilder::Json(text) => ChunkBody::Json(text),
+        };
+        Ok(EncodedChunk {
+            rows: self.rows,
+            rejects: self.rejects,
+            id_hashes: self.id_hashes,
+            body,
+        })
+    }
+}
+
+fn parquet_error(context: &ChunkContext<'_>, source: ParquetError) -> SiteError {
+    SiteError::WriteParquet {
+        path: context.options.output.clone(),
+        source,
+    }
 }
 
 /// Whether two paths name the same existing file.
@@ -612,47 +818,6 @@ impl ColumnPlan {
     }
 }
 
-/// The popcount of each row of a batch or why it was rejected, and, with a
-/// hasher, each row's blocking-key hashes (none for a rejected row).
-type BatchResults = (Vec<Result<u16, FieldError>>, Option<Vec<Vec<u64>>>);
-
-/// Encodes every row of `batch` into `clks` (row `i` at `i * bytes`) and
-/// hashes its blocking keys, in parallel; the results are in row order.
-fn encode_batch(
-    encoder: &Encoder,
-    hasher: Option<&BlockingKeyHasher>,
-    plan: &ColumnPlan,
-    batch: &Batch,
-    clks: &mut [u8],
-    bytes: usize,
-) -> BatchResults {
-    let rows: Vec<(Result<u16, FieldError>, Vec<u64>)> = clks
-        .par_chunks_mut(bytes.max(1))
-        .enumerate()
-        .map_init(
-            || Vec::with_capacity(plan.features.len()),
-            |values: &mut Vec<Option<&str>>, (row, out)| {
-                values.clear();
-                values.extend(
-                    plan.features
-                        .iter()
-                        .map(|slot| slot.and_then(|s| batch.get(row, s))),
-                );
-                let result = encoder
-                    .encode_into(values, out)
-                    .map(|()| clk_file::popcount(out));
-                let keys = match hasher {
-                    Some(h) if result.is_ok() => h.hash_record(values),
-                    _ => Vec::new(),
-                };
-                (result, keys)
-            },
-        )
-        .collect();
-    let (results, keys): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-    (results, hasher.map(|_| keys))
-}
-
 /// Ids seen so far, as 64-bit hashes in reading order: 10 million ids take
 /// 80 MiB. They are sorted once at the end of the input (appending and one
 /// sort cost a third of what inserting into a hash set did, whose random
@@ -674,15 +839,19 @@ impl Default for IdSet {
 }
 
 impl IdSet {
-    fn push(&mut self, id: &str) {
-        self.hashes.push((self.hash)(id));
-    }
-
     /// After the last row: the duplicate id whose second row comes first, with
-    /// every row that has it.
-    fn finish(&mut self, options: &EncodeOptions<'_>, id_column: usize) -> Result<(), SiteError> {
+    /// every row that has it. Sorts on `threads` threads.
+    fn finish(
+        &mut self,
+        options: &EncodeOptions<'_>,
+        id_column: usize,
+        threads: usize,
+    ) -> Result<(), SiteError> {
         let mut hashes = std::mem::take(&mut self.hashes);
-        hashes.sort_unstable();
+        match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+            Ok(pool) => pool.install(|| hashes.par_sort_unstable()),
+            Err(_) => hashes.sort_unstable(),
+        }
         let suspects: HashSet<u64> = hashes
             .windows(2)
             .filter(|w| w[0] == w[1])
@@ -742,8 +911,15 @@ fn id_hash(id: &str) -> u64 {
     h ^ (h >> 31)
 }
 
-fn check_ids(options: &EncodeOptions<'_>, batch: &Batch, ids: &mut IdSet) -> Result<(), SiteError> {
-    for row in 0..batch.len() {
+/// Appends the `hash` of the id of every row in `rows` of `batch` to `hashes`; an empty id is an error.
+fn check_ids(
+    options: &EncodeOptions<'_>,
+    batch: &Batch,
+    rows: Range<usize>,
+    hash: fn(&str) -> u64,
+    hashes: &mut Vec<u64>,
+) -> Result<(), SiteError> {
+    for row in rows {
         let id = batch.get(row, 0).unwrap_or_default();
         if id.is_empty() {
             return Err(SiteError::EmptyId {
@@ -752,7 +928,7 @@ fn check_ids(options: &EncodeOptions<'_>, batch: &Batch, ids: &mut IdSet) -> Res
                 column: options.id_column.clone(),
             });
         }
-        ids.push(id);
+        hashes.push(hash(id));
     }
     Ok(())
 }
@@ -810,14 +986,64 @@ fn csv_write_error(path: &Path, e: csv::Error) -> SiteError {
     }
 }
 
+/// Serialises chunks of encoded rows into Parquet row groups, on any thread.
+struct RowGroupEncoder {
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    bytes: usize,
+}
+
+impl RowGroupEncoder {
+    /// The column writers of a new row group.
+    fn writers(&self) -> Result<Vec<ArrowColumnWriter>, ParquetError> {
+        // Row group numbers only matter to encryption, which is not used.
+        self.factory.create_column_writers(0)
+    }
+
+    /// Appends rows to a row group's `writers`; hands back the buffer of
+    /// `clks` once the writers have copied it.
+    fn write(
+        &self,
+        writers: &mut [ArrowColumnWriter],
+        ids: &[&str],
+        clks: Vec<u8>,
+        popcounts: Vec<u16>,
+        blocking_keys: Option<Vec<Vec<u64>>>,
+    ) -> Result<Option<Vec<u8>>, ParquetError> {
+        if ids.is_empty() {
+            return Ok(Some(clks));
+        }
+        let clk = FixedSizeBinaryArray::new(self.bytes as i32, Buffer::from_vec(clks), None);
+        let clk_buffer = clk.values().clone();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(ids)),
+            Arc::new(clk),
+            Arc::new(UInt16Array::from(popcounts)),
+        ];
+        if let Some(keys) = &blocking_keys {
+            columns.push(Arc::new(clk_file::blocking_keys_array(
+                keys.iter().map(Vec::as_slice),
+            )));
+        }
+        let mut next = writers.iter_mut();
+        for (field, column) in self.schema.fields().iter().zip(&columns) {
+            for leaf in compute_leaves(field, column)? {
+                next.next()
+                    .expect("one writer per leaf of the clk schema")
+                    .write(&leaf)?;
+            }
+        }
+        drop(columns);
+        Ok(clk_buffer.into_vec::<u8>().ok())
+    }
+}
+
 /// The output file under construction (a temporary file until `finish`).
 enum Sink {
     Parquet {
         path: PathBuf,
         file: AtomicFile,
-        writer: Box<ArrowWriter<std::fs::File>>,
-        schema: SchemaRef,
-        bytes: usize,
+        writer: Box<SerializedFileWriter<std::fs::File>>,
     },
     /// anonlink JSON: clks only (no ids, metadata or blocking keys).
     Json {
@@ -829,10 +1055,11 @@ enum Sink {
 
 impl Sink {
     /// With `hasher`, the Parquet output gets the `blocking_keys` column.
+    /// For Parquet, also what serialises row groups for it.
     fn create(
         options: &EncodeOptions<'_>,
         hasher: Option<&BlockingKeyHasher>,
-    ) -> Result<Sink, SiteError> {
+    ) -> Result<(Sink, Option<RowGroupEncoder>), SiteError> {
         let path = options.output.clone();
         let io_err = |source| SiteError::Write {
             path: path.clone(),
@@ -861,98 +1088,80 @@ impl Sink {
                 if let Some(names) = &key_names {
                     metadata.push((keys::BLOCKING_KEYS, names));
                 }
+                let parquet_err = |source| SiteError::WriteParquet {
+                    path: path.clone(),
+                    source,
+                };
                 let handle = file.file().try_clone().map_err(io_err)?;
-                let writer = ArrowWriter::try_new(
+                // The ArrowWriter adds the Arrow schema to the file's metadata;
+                // its parts then let workers serialise row groups in parallel.
+                let (writer, factory) = ArrowWriter::try_new(
                     handle,
                     schema.clone(),
                     Some(table::clk_writer_properties(&metadata)),
                 )
-                .map_err(|source| SiteError::WriteParquet {
-                    path: path.clone(),
-                    source,
-                })?;
-                Ok(Sink::Parquet {
+                .and_then(ArrowWriter::into_serialized_writer)
+                .map_err(parquet_err)?;
+                let sink = Sink::Parquet {
                     path,
                     file,
                     writer: Box::new(writer),
-                    schema,
-                    bytes,
-                })
+                };
+                Ok((
+                    sink,
+                    Some(RowGroupEncoder {
+                        factory,
+                        schema,
+                        bytes,
+                    }),
+                ))
             }
             OutputFormat::ClkhashJson => {
                 let mut out = BufWriter::new(file);
                 out.write_all(b"{\"clks\":[").map_err(io_err)?;
-                Ok(Sink::Json {
+                let sink = Sink::Json {
                     path,
                     out,
                     first: true,
-                })
+                };
+                Ok((sink, None))
             }
         }
     }
 
-    fn write(
-        &mut self,
-        ids: &[&str],
-        clks: Vec<u8>,
-        popcounts: Vec<u16>,
-        blocking_keys: Option<Vec<Vec<u64>>>,
-    ) -> Result<Option<Vec<u8>>, SiteError> {
-        if ids.is_empty() {
-            return Ok(Some(clks));
-        }
-        match self {
-            Sink::Parquet {
-                path,
-                writer,
-                schema,
-                bytes,
-                ..
-            } => {
-                let clk = FixedSizeBinaryArray::new(*bytes as i32, Buffer::from_vec(clks), None);
-                let clk_buffer = clk.values().clone();
-                let mut columns: Vec<Arc<dyn Array>> = vec![
-                    Arc::new(StringArray::from_iter_values(ids)),
-                    Arc::new(clk),
-                    Arc::new(UInt16Array::from(popcounts)),
-                ];
-                if let Some(keys) = &blocking_keys {
-                    columns.push(Arc::new(clk_file::blocking_keys_array(
-                        keys.iter().map(Vec::as_slice),
-                    )));
+    /// Appends a chunk's encoded rows.
+    fn write(&mut self, body: ChunkBody) -> Result<(), SiteError> {
+        match (self, body) {
+            (Sink::Parquet { path, writer, .. }, ChunkBody::Parquet(chunks)) => {
+                if chunks.is_empty() {
+                    return Ok(());
                 }
-                let batch = RecordBatch::try_new(schema.clone(), columns)
-                    .expect("columns match the clk schema");
-                writer
-                    .write(&batch)
-                    .map_err(|source| SiteError::WriteParquet {
+                let parquet_err = |source| SiteError::WriteParquet {
+                    path: path.clone(),
+                    source,
+                };
+                let mut row_group = writer.next_row_group().map_err(parquet_err)?;
+                for chunk in chunks {
+                    chunk
+                        .append_to_row_group(&mut row_group)
+                        .map_err(parquet_err)?;
+                }
+                row_group.close().map(drop).map_err(parquet_err)
+            }
+            (Sink::Json { path, out, first }, ChunkBody::Json(text)) => {
+                if text.is_empty() {
+                    return Ok(());
+                }
+                let separator: &[u8] = if *first { b"" } else { b"," };
+                *first = false;
+                out.write_all(separator)
+                    .and_then(|()| out.write_all(text.as_bytes()))
+                    .map_err(|source| SiteError::Write {
                         path: path.clone(),
                         source,
-                    })?;
-                // The writer has copied the values: the buffer is free again.
-                drop(batch);
-                Ok(clk_buffer.into_vec::<u8>().ok())
+                    })
             }
-            Sink::Json { path, out, first } => {
-                let bytes = clks.len() / ids.len();
-                let mut line = String::new();
-                for clk in clks.chunks_exact(bytes) {
-                    line.clear();
-                    if !*first {
-                        line.push(',');
-                    }
-                    *first = false;
-                    line.push('"');
-                    BASE64.encode_string(clk, &mut line);
-                    line.push('"');
-                    out.write_all(line.as_bytes())
-                        .map_err(|source| SiteError::Write {
-                            path: path.clone(),
-                            source,
-                        })?;
-                }
-                Ok(Some(clks))
-            }
+            _ => unreachable!("chunks are encoded for the sink's format"),
         }
     }
 
@@ -962,16 +1171,16 @@ impl Sink {
                 path,
                 file,
                 mut writer,
-                ..
             } => {
                 writer.append_key_value_metadata(KeyValue::new(
                     keys::RECORD_COUNT.to_owned(),
                     records.to_string(),
                 ));
-                writer.close().map_err(|source| SiteError::WriteParquet {
+                writer.finish().map_err(|source| SiteError::WriteParquet {
                     path: path.clone(),
                     source,
                 })?;
+                drop(writer);
                 file.commit()
                     .map_err(|source| SiteError::Write { path, source })
             }
@@ -1257,9 +1466,9 @@ mod tests {
                 hash: |_| 42,
             };
             while let Some(batch) = reader.next_batch().unwrap() {
-                check_ids(&options, &batch, &mut ids).unwrap();
+                check_ids(&options, &batch, 0..batch.len(), ids.hash, &mut ids.hashes).unwrap();
             }
-            match (ids.finish(&options, plan.selection[0]), expected) {
+            match (ids.finish(&options, plan.selection[0], 2), expected) {
                 (Ok(()), None) => {}
                 (Err(SiteError::DuplicateId { rows, .. }), Some(expected)) => {
                     assert_eq!(rows, expected)
@@ -1314,10 +1523,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn blocking_keys_follow_their_records_whatever_the_batches_and_threads() {
-        // Postcodes below 3000 are refused: those rows have neither clk nor keys.
-        let schema = Schema::from_json(
+    /// Given name, surname and postcode, with two blocking keys; postcodes
+    /// below 3000 are refused.
+    fn postcode_schema() -> Schema {
+        Schema::from_json(
             r#"{"version": 3, "clkConfig": {"l": 256, "kdf": {"type": "BLAKE3"}},
               "features": [
                 {"identifier": "rec_id", "ignored": true},
@@ -1336,7 +1545,13 @@ mod tests {
                   {"field": "given_name", "transform": "prefix", "length": 1},
                   {"field": "postcode", "transform": "value"}]}]}"#,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn blocking_keys_follow_their_records_whatever_the_batches_and_threads() {
+        // Postcodes below 3000 are refused: those rows have neither clk nor keys.
+        let schema = postcode_schema();
         let dir = tempfile::tempdir().unwrap();
         let input = fixture("febrl4_a_first200.clkhash_input.csv");
         let small = dir.path().join("small.clk.parquet");
@@ -1347,10 +1562,22 @@ mod tests {
             "{summary:?}"
         );
         assert_eq!(summary.blocking_keys, vec!["surname", "initial_postcode"]);
-        encode_parquet(&schema, &input, &large, 1000, 2);
+        // Byte for byte the same whatever the thread count; the same records
+        // whatever the batches (each batch is a row group).
+        let small_2 = dir.path().join("small_2.clk.parquet");
+        encode_parquet(&schema, &input, &small_2, 7, 3);
         assert_eq!(
             std::fs::read(&small).unwrap(),
-            std::fs::read(&large).unwrap()
+            std::fs::read(&small_2).unwrap()
+        );
+        encode_parquet(&schema, &input, &large, 1000, 2);
+        let (a, b) = (
+            clk_file::read(&small, None).unwrap(),
+            clk_file::read(&large, None).unwrap(),
+        );
+        assert_eq!(
+            (&a.ids, &a.clks, &a.popcounts, &a.blocking_keys),
+            (&b.ids, &b.clks, &b.popcounts, &b.blocking_keys)
         );
 
         let file = clk_file::read(&small, None).unwrap();
@@ -1386,5 +1613,85 @@ mod tests {
             .map(|i| id_hash(&format!("rec-{i}-dup-0")))
             .collect();
         assert_eq!(hashes.len(), 200_000);
+    }
+
+    /// The first 200 Febrl rows with every field quoted, CRLF line breaks and
+    /// an empty line after every 50th row; `edit` may change a row's fields first.
+    fn quoted_input(path: &Path, edit: impl Fn(usize, &mut Vec<String>)) {
+        let text = std::fs::read_to_string(fixture("febrl4_a_first200.clkhash_input.csv")).unwrap();
+        let mut out = String::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut fields: Vec<String> = line.split(',').map(str::to_owned).collect();
+            edit(i, &mut fields);
+            let quoted: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
+            out.push_str(&quoted.join(","));
+            out.push_str(if i % 50 == 0 && i > 0 {
+                "\r\n\r\n"
+            } else {
+                "\r\n"
+            });
+        }
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn many_chunks_on_many_threads_keep_rows_rejects_and_errors_in_order() {
+        let schema = postcode_schema();
+        let secret = test_secret();
+        let dir = tempfile::tempdir().unwrap();
+        let quoted = dir.path().join("quoted.csv");
+        quoted_input(&quoted, |_, _| {});
+        let run = |input: &Path, name: &str, batch_rows: usize, threads: usize| {
+            let output = dir.path().join(name);
+            let options = EncodeOptions {
+                threads,
+                ..test_options(&schema, &secret, input, &output, batch_rows)
+            };
+            let summary = encode_site(&options, &mut |_| {});
+            let rejects = std::fs::read(rejects_path(&output)).unwrap_or_default();
+            (summary, std::fs::read(&output).unwrap_or_default(), rejects)
+        };
+        // 29 chunks of 7 rows, on 1 and 4 threads: the same bytes.
+        let (one, one_out, one_rejects) = run(&quoted, "one.clk.parquet", 7, 1);
+        let (four, four_out, four_rejects) = run(&quoted, "four.clk.parquet", 7, 4);
+        let (one, four) = (one.unwrap(), four.unwrap());
+        assert_eq!((one.rows_read, one.encoded + one.rejected), (200, 200));
+        assert!(one.rejected > 20, "{one:?}");
+        assert_eq!((four.encoded, four.rejected), (one.encoded, one.rejected));
+        assert!(one_out == four_out && one_rejects == four_rejects);
+        // The plain file, in one chunk: the same records and the same rejects
+        // (empty lines are not rows).
+        let plain = fixture("febrl4_a_first200.clkhash_input.csv");
+        let (_, _, plain_rejects) = run(&plain, "plain.clk.parquet", 1000, 2);
+        assert_eq!(plain_rejects, one_rejects);
+        let a = clk_file::read(&dir.path().join("four.clk.parquet"), None).unwrap();
+        let b = clk_file::read(&dir.path().join("plain.clk.parquet"), None).unwrap();
+        assert_eq!((&a.ids, &a.clks), (&b.ids, &b.clks));
+
+        // The first error in input order is the one reported, with its row
+        // and line, whichever worker finishes first.
+        let bad = dir.path().join("bad.csv");
+        quoted_input(&bad, |i, fields| match i {
+            30 => fields[0].clear(),
+            120 => fields.push("extra".into()),
+            _ => {}
+        });
+        match run(&bad, "bad.clk.parquet", 7, 4).0 {
+            Err(SiteError::EmptyId { row, .. }) => assert_eq!(row, 30),
+            other => panic!("{other:?}"),
+        }
+        quoted_input(&bad, |i, fields| {
+            if i == 120 {
+                fields.push("extra".into());
+            }
+        });
+        match run(&bad, "bad.clk.parquet", 7, 4).0 {
+            // Two empty lines before row 120: after rows 50 and 100.
+            Err(SiteError::Records(RecordsError::FieldCount { row, line, .. })) => {
+                assert_eq!((row, line), (120, 123));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("bad.clk.parquet").exists());
     }
 }

@@ -1,44 +1,225 @@
-//! CSV records, parsed line by line with SIMD searches where no field is
-//! quoted, and by `csv_core` (the parser of the `csv` crate) where one is.
+//! CSV records in two steps, so that the costly one can run on any thread:
+//! [`RecordSplitter`] reads the input and cuts it into chunks of whole
+//! records, only finding where each record ends; [`ChunkRecords`] then splits
+//! a chunk's records into fields, and the chunks of a file can be split on
+//! as many threads as there are (the reading thread did a quarter of an
+//! encode run's work while it also split fields).
 //!
 //! A site's CSV is mostly plain lines: no quote, one record per line. For such
 //! a line the fields are the bytes between delimiters, found with `memchr`,
-//! and stay in the read buffer; parsing them with `csv_core` copied every
-//! byte through its state machine and cost a third of an encode run. A line
-//! with a quote anywhere goes to `csv_core`, from its first byte, so quoted
-//! fields, doubled quotes and line breaks inside quotes mean exactly what they
-//! mean to the `csv` crate. The records are the `csv` crate's, field for
-//! field (a property test compares the two on random input): `\r`, `\n` and
-//! `\r\n` end a record, empty lines are skipped, a UTF-8 byte-order mark at
-//! the start is dropped, and field counts are left to the caller.
+//! and stay in the chunk; parsing them with `csv_core` copied every byte
+//! through its state machine and cost a third of an encode run. A line with a
+//! quote anywhere goes to `csv_core`, from its first byte, so quoted fields,
+//! doubled quotes and line breaks inside quotes mean exactly what they mean to
+//! the `csv` crate; the splitter follows the same rules to find where such a
+//! record ends. The records are the `csv` crate's, field for field (a
+//! property test compares the two on random input, cut into random chunks):
+//! `\r`, `\n` and `\r\n` end a record, empty lines are skipped, a UTF-8
+//! byte-order mark at the start is dropped, and field counts are left to the
+//! caller. A quote or a line break cannot be the delimiter
+//! ([`is_valid_delimiter`]).
 
 use std::io::{self, Read};
 
 use csv_core::ReadRecordResult;
 
-/// Bytes read from the input at a time (the buffer grows for a longer line).
-const BUFFER_BYTES: usize = 256 * 1024;
+/// Bytes read from the input at a time (more for a longer record).
+const READ_BYTES: usize = 1 << 20;
 
-/// Reads CSV records from `R`.
-pub(crate) struct CsvLines<R> {
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether `delimiter` can separate fields: a quote or a line break cannot.
+pub(crate) fn is_valid_delimiter(delimiter: u8) -> bool {
+    !matches!(delimiter, b'"' | b'\r' | b'\n')
+}
+
+/// Whole records cut from a CSV input, as they are in the file.
+#[derive(Debug, Default)]
+pub(crate) struct RawChunk {
+    /// The records' bytes, each with its line break (the last one may lack it).
+    pub bytes: Vec<u8>,
+    /// How many records (empty lines are none).
+    pub records: usize,
+    /// The line of the file (counting `\n`, from 1) of the chunk's first byte.
+    pub first_line: u64,
+}
+
+/// Cuts a CSV input into [`RawChunk`]s.
+#[derive(Debug)]
+pub(crate) struct RecordSplitter<R> {
     input: R,
-    buf: Vec<u8>,
-    /// The unread bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
+    /// Read and not yet handed out; starts where a record (or an empty line) does.
+    pending: Vec<u8>,
     eof: bool,
-    /// Bytes of the input before `buf[0]`.
-    before_buf: u64,
-    /// The line (counting `\n`, from 1) of `buf[start]`.
+    read_bytes: usize,
+    delimiter: u8,
+    /// The line of `pending[0]`.
+    line: u64,
+    /// Bytes of the input before `pending[0]`.
+    consumed: u64,
+    bom_checked: bool,
+}
+
+/// What starts at a position of the input.
+enum Step {
+    /// A line break outside any record: an empty line, skipped.
+    LineBreak,
+    /// A record, which ends (its line break included) where it says.
+    Record(usize),
+    /// Cannot tell without more input.
+    Incomplete,
+}
+
+impl<R: Read> RecordSplitter<R> {
+    /// # Panics
+    /// When `delimiter` is not [valid](is_valid_delimiter).
+    pub fn new(input: R, delimiter: u8) -> RecordSplitter<R> {
+        RecordSplitter::with_read_bytes(input, delimiter, READ_BYTES)
+    }
+
+    /// Reading `read_bytes` at a time (few in tests, to cut records across reads).
+    fn with_read_bytes(input: R, delimiter: u8, read_bytes: usize) -> RecordSplitter<R> {
+        assert!(
+            is_valid_delimiter(delimiter),
+            "invalid delimiter {delimiter}"
+        );
+        RecordSplitter {
+            input,
+            pending: Vec::new(),
+            eof: false,
+            read_bytes: read_bytes.max(1),
+            delimiter,
+            line: 1,
+            consumed: 0,
+            bom_checked: false,
+        }
+    }
+
+    /// Bytes of the input handed out so far.
+    pub fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The next `max_records` records, fewer when they reach `max_bytes` or
+    /// the input ends; `None` at the end of the input. `spare`, a chunk's
+    /// buffer that is no longer needed, holds what is read next.
+    ///
+    /// # Errors
+    /// When reading the input fails.
+    pub fn next_chunk(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        spare: Option<Vec<u8>>,
+    ) -> io::Result<Option<RawChunk>> {
+        if !self.bom_checked {
+            while self.pending.len() < BOM.len() && !self.eof {
+                self.fill(0)?;
+            }
+            if self.pending.starts_with(BOM) {
+                self.pending.drain(..BOM.len());
+                self.consumed += BOM.len() as u64;
+            }
+            self.bom_checked = true;
+        }
+        let (mut pos, mut records) = (0, 0);
+        while records < max_records.max(1) && (records == 0 || pos < max_bytes) {
+            match next_step(&self.pending, pos, self.delimiter) {
+                Step::LineBreak => pos += 1,
+                Step::Record(end) => {
+                    pos = end;
+                    records += 1;
+                }
+                Step::Incomplete if !self.eof => self.fill(pos)?,
+                Step::Incomplete if pos == self.pending.len() => break,
+                // At the end of the input the rest is one last record.
+                Step::Incomplete => {
+                    pos = self.pending.len();
+                    records += 1;
+                }
+            }
+        }
+        let mut rest = spare.unwrap_or_default();
+        rest.clear();
+        rest.extend_from_slice(&self.pending[pos..]);
+        let mut bytes = std::mem::replace(&mut self.pending, rest);
+        bytes.truncate(pos);
+        let first_line = self.line;
+        self.line += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.consumed += pos as u64;
+        Ok((records > 0).then_some(RawChunk {
+            bytes,
+            records,
+            first_line,
+        }))
+    }
+
+    /// Appends more input to `pending`: at least [`READ_BYTES`], and as much
+    /// as the unfinished record from `record_start` already has, so that a
+    /// long record is scanned a logarithmic number of times. Sets `eof` at the end.
+    fn fill(&mut self, record_start: usize) -> io::Result<()> {
+        let want = self.read_bytes.max(self.pending.len() - record_start);
+        self.pending.reserve(want);
+        // `read_to_end` reads into the spare capacity without zeroing it first.
+        let read = (&mut self.input)
+            .take(want as u64)
+            .read_to_end(&mut self.pending)?;
+        if read < want {
+            self.eof = true;
+        }
+        Ok(())
+    }
+}
+
+/// What starts at `data[pos]`.
+fn next_step(data: &[u8], pos: usize, delimiter: u8) -> Step {
+    let rest = &data[pos..];
+    match memchr::memchr3(b'\n', b'\r', b'"', rest) {
+        Some(0) if rest[0] != b'"' => Step::LineBreak,
+        Some(i) if rest[i] != b'"' => Step::Record(pos + i + 1),
+        Some(_) => quoted_record_end(data, pos, delimiter).map_or(Step::Incomplete, Step::Record),
+        None => Step::Incomplete,
+    }
+}
+
+/// Where the record from `data[start]` ends, after its line break, reading
+/// quotes as `csv_core` does: a quote that begins a field opens a quoted
+/// field, in which a doubled quote is a quote and a single one closes it;
+/// anywhere else a quote is a plain character. `None` when `data` ends first.
+fn quoted_record_end(data: &[u8], start: usize, delimiter: u8) -> Option<usize> {
+    let mut i = start;
+    // At the top of the loop, `data[i]` starts a field.
+    loop {
+        if *data.get(i)? == b'"' {
+            let mut j = i + 1;
+            i = loop {
+                let quote = j + memchr::memchr(b'"', &data[j..])?;
+                match *data.get(quote + 1)? {
+                    b'"' => j = quote + 2,
+                    _ => break quote + 1,
+                }
+            };
+        }
+        let stop = i + memchr::memchr3(delimiter, b'\n', b'\r', &data[i..])?;
+        if data[stop] != delimiter {
+            return Some(stop + 1);
+        }
+        i = stop + 1;
+    }
+}
+
+/// The records of a chunk, one at a time, split into fields.
+pub(crate) struct ChunkRecords<'a> {
+    data: &'a [u8],
+    /// The unread bytes are `data[start..]`.
+    start: usize,
+    /// The line of `data[start]`.
     line: u64,
     delimiter: u8,
-    /// Whether plain lines may be split here (the delimiter is neither a quote
-    /// nor a line break, for which `csv_core` reads every record).
-    plain_lines: bool,
     core: csv_core::Reader,
     /// Whether `core` has been given input: on its first call it drops a
     /// byte-order mark at the start of its input, meant for the file's start
-    /// (dropped here already), so that call gets one byte only.
+    /// (dropped by the splitter already), so that call gets one byte only.
     core_started: bool,
     /// The current record: `bytes` holds its fields, at `fields` ranges.
     record: Current,
@@ -47,11 +228,20 @@ pub(crate) struct CsvLines<R> {
     fields: Vec<(usize, usize)>,
 }
 
+impl std::fmt::Debug for ChunkRecords<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkRecords")
+            .field("start", &self.start)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where the current record's bytes lie.
 #[derive(Debug, Clone, Copy)]
 enum Current {
     None,
-    /// A plain line, `buf[start..end]`.
+    /// A plain line, `data[start..end]`.
     Line(usize, usize),
     /// Unescaped by `csv_core` into `unescaped[..len]`.
     Unescaped(usize),
@@ -94,23 +284,14 @@ impl<'a> Record<'a> {
     }
 }
 
-impl<R: Read> CsvLines<R> {
-    pub fn new(input: R, delimiter: u8) -> CsvLines<R> {
-        CsvLines::with_buffer(input, delimiter, BUFFER_BYTES)
-    }
-
-    /// With a read buffer of `bytes` (small ones in tests, to read across refills).
-    fn with_buffer(input: R, delimiter: u8, bytes: usize) -> CsvLines<R> {
-        CsvLines {
-            input,
-            buf: vec![0; bytes.max(1)],
+impl<'a> ChunkRecords<'a> {
+    /// The records of `chunk`, whose first byte is on line `first_line`.
+    pub fn new(chunk: &'a [u8], first_line: u64, delimiter: u8) -> ChunkRecords<'a> {
+        ChunkRecords {
+            data: chunk,
             start: 0,
-            end: 0,
-            eof: false,
-            before_buf: 0,
-            line: 1,
+            line: first_line,
             delimiter,
-            plain_lines: !matches!(delimiter, b'"' | b'\r' | b'\n'),
             core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             core_started: false,
             record: Current::None,
@@ -120,44 +301,23 @@ impl<R: Read> CsvLines<R> {
         }
     }
 
-    /// Bytes of the input consumed so far.
-    pub fn position(&self) -> u64 {
-        self.before_buf + self.start as u64
-    }
-
-    /// The next record; `None` at the end of the input.
-    ///
-    /// # Errors
-    /// When reading the input fails.
-    pub fn read(&mut self) -> io::Result<Option<Record<'_>>> {
-        if self.before_buf == 0 && self.end == 0 && !self.eof {
-            self.fill()?;
-            while self.end < 3 && !self.eof {
-                self.fill()?;
-            }
-            if self.buf[..self.end].starts_with(b"\xEF\xBB\xBF") {
-                self.start = 3;
-            }
-        }
+    /// The next record; `None` after the last.
+    pub fn read(&mut self) -> Option<Record<'_>> {
         if let Current::Line(_, end) = self.record {
             self.start = end;
         }
         self.record = Current::None;
         let line = loop {
-            let unread = &self.buf[self.start..self.end];
-            if !self.plain_lines {
-                break None;
-            }
+            let unread = &self.data[self.start..];
             match memchr::memchr3(b'\n', b'\r', b'"', unread) {
                 Some(0) if unread[0] != b'"' => {
-                    // An empty line.
+                    // An empty line, or the line break of the record before.
                     self.line += u64::from(unread[0] == b'\n');
                     self.start += 1;
                 }
                 Some(i) if unread[i] != b'"' => break Some(i),
                 Some(_) => break None,
-                None if !self.eof => self.fill()?,
-                None if unread.is_empty() => return Ok(None),
+                None if unread.is_empty() => return None,
                 None => break Some(unread.len()),
             }
         };
@@ -167,7 +327,7 @@ impl<R: Read> CsvLines<R> {
                 let (start, end) = (self.start, self.start + len);
                 self.fields.clear();
                 let mut field_start = 0;
-                for d in memchr::memchr_iter(self.delimiter, &self.buf[start..end]) {
+                for d in memchr::memchr_iter(self.delimiter, &self.data[start..end]) {
                     self.fields.push((field_start, d));
                     field_start = d + 1;
                 }
@@ -175,33 +335,30 @@ impl<R: Read> CsvLines<R> {
                 self.record = Current::Line(start, end);
             }
             None => {
-                if !self.read_with_core()? {
-                    return Ok(None);
+                if !self.read_with_core() {
+                    return None;
                 }
             }
         }
         let bytes = match self.record {
-            Current::Line(start, end) => &self.buf[start..end],
+            Current::Line(start, end) => &self.data[start..end],
             Current::Unescaped(len) => &self.unescaped[..len],
             Current::None => unreachable!("set above"),
         };
-        Ok(Some(Record {
+        Some(Record {
             bytes,
             fields: &self.fields,
             line: record_line,
-        }))
+        })
     }
 
-    /// Reads one record with `csv_core` from `buf[start]`, which after a plain
+    /// Reads one record with `csv_core` from `data[start]`, which after a plain
     /// line is where `csv_core` would start its next record too. False at the end.
-    fn read_with_core(&mut self) -> io::Result<bool> {
+    fn read_with_core(&mut self) -> bool {
         let (mut out, mut ends) = (0, 0);
         loop {
-            // Empty input tells `csv_core` that the file has ended.
-            while self.start == self.end && !self.eof {
-                self.fill()?;
-            }
-            let mut input = &self.buf[self.start..self.end];
+            // Once the chunk is read, empty input tells `csv_core` that it has ended.
+            let mut input = &self.data[self.start..];
             if !self.core_started && !input.is_empty() {
                 input = &input[..1];
                 self.core_started = true;
@@ -216,11 +373,7 @@ impl<R: Read> CsvLines<R> {
             out += written;
             ends += ended;
             match result {
-                ReadRecordResult::InputEmpty => {
-                    if !self.eof {
-                        self.fill()?;
-                    }
-                }
+                ReadRecordResult::InputEmpty => {}
                 ReadRecordResult::OutputFull => {
                     self.unescaped.resize(2 * self.unescaped.len(), 0);
                 }
@@ -235,37 +388,9 @@ impl<R: Read> CsvLines<R> {
                         field_start = end;
                     }
                     self.record = Current::Unescaped(out);
-                    return Ok(true);
+                    return true;
                 }
-                ReadRecordResult::End => return Ok(false),
-            }
-        }
-    }
-
-    /// Reads more input after the unread bytes (moved to the front first; the
-    /// buffer doubles when they fill it). Sets `eof` at the end.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.before_buf += self.start as u64;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            self.buf.resize(2 * self.buf.len(), 0);
-        }
-        loop {
-            match self.input.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                ReadRecordResult::End => return false,
             }
         }
     }
@@ -276,18 +401,44 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Every record as its fields and line, read with buffers of `buffer` bytes.
-    fn ours(text: &[u8], delimiter: u8, buffer: usize) -> Vec<(Vec<Vec<u8>>, u64)> {
-        let mut reader = CsvLines::with_buffer(text, delimiter, buffer);
+    type Records = Vec<(Vec<Vec<u8>>, u64)>;
+
+    /// Every record as its fields and line, read `read_bytes` at a time in
+    /// chunks of at most `max_records` records (or about `max_bytes`).
+    fn ours(
+        text: &[u8],
+        delimiter: u8,
+        read_bytes: usize,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Records {
+        let mut splitter = RecordSplitter::with_read_bytes(text, delimiter, read_bytes);
         let mut records = Vec::new();
-        while let Some(record) = reader.read().unwrap() {
-            let fields = (0..record.len())
-                .map(|i| record.field(i).to_vec())
-                .collect();
-            records.push((fields, record.line()));
+        let mut spare = None;
+        while let Some(chunk) = splitter
+            .next_chunk(max_records, max_bytes, spare.take())
+            .unwrap()
+        {
+            assert!(chunk.records >= 1 && chunk.records <= max_records.max(1));
+            let mut reader = ChunkRecords::new(&chunk.bytes, chunk.first_line, delimiter);
+            let mut count = 0;
+            while let Some(record) = reader.read() {
+                let fields = (0..record.len())
+                    .map(|i| record.field(i).to_vec())
+                    .collect();
+                records.push((fields, record.line()));
+                count += 1;
+            }
+            assert_eq!(count, chunk.records, "records of chunk {:?}", chunk.bytes);
+            spare = Some(chunk.bytes);
         }
-        assert_eq!(reader.position(), text.len() as u64);
+        assert_eq!(splitter.position(), text.len() as u64);
         records
+    }
+
+    /// All records in one chunk.
+    fn whole(text: &[u8], delimiter: u8) -> Records {
+        ours(text, delimiter, 1 << 20, usize::MAX, usize::MAX)
     }
 
     /// The `csv` crate's records, configured as a site's input is read.
@@ -303,14 +454,13 @@ mod tests {
             .collect()
     }
 
-    fn fields_only(records: Vec<(Vec<Vec<u8>>, u64)>) -> Vec<Vec<Vec<u8>>> {
+    fn fields_only(records: Records) -> Vec<Vec<Vec<u8>>> {
         records.into_iter().map(|(fields, _)| fields).collect()
     }
 
     #[test]
     fn plain_and_quoted_records_with_their_lines() {
         let text = b"\xEF\xBB\xBFid, name\r\n1, \"van Dam, Jan\"\n\n2,\"two\nlines\"\n3,\"say \"\"hi\"\"\",x\r4,d'Hondt";
-        let records = ours(text, b',', 4);
         let expected: Vec<(Vec<&[u8]>, u64)> = vec![
             (vec![b"id", b" name"], 1),
             (vec![b"1", b" \"van Dam", b" Jan\""], 2),
@@ -318,34 +468,69 @@ mod tests {
             (vec![b"3", b"say \"hi\"", b"x"], 6),
             (vec![b"4", b"d'Hondt"], 6),
         ];
-        let expected: Vec<(Vec<Vec<u8>>, u64)> = expected
+        let expected: Records = expected
             .into_iter()
             .map(|(f, line)| (f.into_iter().map(<[u8]>::to_vec).collect(), line))
             .collect();
-        assert_eq!(records, expected);
-        assert_eq!(fields_only(records), reference(text, b','));
+        assert_eq!(whole(text, b','), expected);
+        for (read_bytes, max_records) in [(4, 1), (1, 2), (7, 3)] {
+            assert_eq!(ours(text, b',', read_bytes, max_records, 1 << 20), expected);
+        }
+        assert_eq!(fields_only(expected), reference(text, b','));
+    }
+
+    #[test]
+    fn chunks_end_at_the_record_or_byte_limit() {
+        let text = b"a,b\nc,d\n\ne,f\n\"g\nh\",i\nj,k";
+        let mut splitter = RecordSplitter::new(&text[..], b',');
+        let mut chunks = Vec::new();
+        while let Some(chunk) = splitter.next_chunk(2, 1 << 20, None).unwrap() {
+            chunks.push((chunk.bytes, chunk.records, chunk.first_line));
+        }
+        let expected: Vec<(&[u8], usize, u64)> = vec![
+            (b"a,b\nc,d\n", 2, 1),
+            (b"\ne,f\n\"g\nh\",i\n", 2, 3),
+            (b"j,k", 1, 7),
+        ];
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(b, r, l)| (b.to_vec(), r, l))
+            .collect();
+        assert_eq!(chunks, expected);
+        // A byte limit ends a chunk after the record that reaches it.
+        let mut splitter = RecordSplitter::new(&text[..], b',');
+        let first = splitter.next_chunk(100, 5, None).unwrap().unwrap();
+        assert_eq!(
+            (first.bytes.as_slice(), first.records),
+            (&b"a,b\nc,d\n"[..], 2)
+        );
     }
 
     #[test]
     fn empty_input_and_only_line_breaks_have_no_records() {
         for text in [&b""[..], b"\n\r\n\r", b"\xEF\xBB\xBF"] {
-            assert!(ours(text, b',', 2).is_empty(), "{text:?}");
+            assert!(whole(text, b',').is_empty(), "{text:?}");
+            assert!(ours(text, b',', 1, 1, 1).is_empty(), "{text:?}");
             assert!(reference(text, b',').is_empty());
         }
     }
 
     #[test]
-    fn a_quote_as_delimiter_reads_every_record_with_csv_core() {
-        let text = b"a\"b\nc\"\"d\n";
-        assert_eq!(fields_only(ours(text, b'"', 3)), reference(text, b'"'));
+    fn quotes_and_line_breaks_are_not_delimiters() {
+        for d in [b'"', b'\r', b'\n'] {
+            assert!(!is_valid_delimiter(d));
+        }
+        for d in [b',', b';', b'\t', b'|', b' '] {
+            assert!(is_valid_delimiter(d));
+        }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         /// Random text of delimiters, quotes, line breaks, spaces, a BOM and
-        /// multi-byte letters: the same records as the `csv` crate's, whatever
-        /// the buffer size.
+        /// multi-byte letters: the same records as the `csv` crate's, on the
+        /// same lines, whatever the reads and chunks.
         #[test]
         fn same_records_as_the_csv_crate(
             pieces in prop::collection::vec(
@@ -355,16 +540,19 @@ mod tests {
                 0..60,
             ),
             delimiter in prop::sample::select(vec![b',', b';', b'\t']),
-            buffer in 1usize..40,
+            read_bytes in 1usize..40,
+            max_records in 1usize..5,
+            max_bytes in 1usize..30,
         ) {
             let text = pieces.concat();
-            let records = ours(text.as_bytes(), delimiter, buffer);
-            // Lines are counted by `\n` before the record's first byte.
-            for (fields, line) in &records {
+            let all = whole(text.as_bytes(), delimiter);
+            for (fields, line) in &all {
                 prop_assert!(*line >= 1);
                 prop_assert!(!fields.is_empty());
             }
-            prop_assert_eq!(fields_only(records), reference(text.as_bytes(), delimiter));
+            let chunked = ours(text.as_bytes(), delimiter, read_bytes, max_records, max_bytes);
+            prop_assert_eq!(&chunked, &all);
+            prop_assert_eq!(fields_only(all), reference(text.as_bytes(), delimiter));
         }
     }
 }

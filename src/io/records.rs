@@ -32,10 +32,16 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::csv_lines::CsvLines;
+use super::csv_lines::{ChunkRecords, RawChunk, RecordSplitter, is_valid_delimiter};
 
-/// Rows per batch unless the caller asks otherwise.
-pub const DEFAULT_BATCH_ROWS: usize = 8 * 1024;
+/// Rows per batch unless the caller asks otherwise. An encode run makes each
+/// batch one Parquet row group; larger batches made the run slower (their
+/// buffers no longer fit a core's cache, and freed and faulted in again).
+pub const DEFAULT_BATCH_ROWS: usize = 4 * 1024;
+
+/// A CSV batch also ends once its records reach this many bytes, so that the
+/// batches of a wide file stay small.
+const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// The format of a site's input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +115,10 @@ pub enum RecordsError {
          (expected .csv, .tsv, .txt, .parquet or .pq; or name the format explicitly)"
     )]
     UnknownFormat { path: PathBuf },
+    #[error(
+        "{delimiter:?} cannot be the CSV delimiter (quotes and line breaks have their own meaning)"
+    )]
+    Delimiter { delimiter: char },
     #[error("{path} has no header row (the first row must name the columns)")]
     NoHeader { path: PathBuf },
     #[error("{path}: the header (line 1) is not valid UTF-8")]
@@ -219,10 +229,6 @@ pub struct Batch {
 /// The flag of a null value in [`Batch::ends`].
 const NULL: u32 = 1 << 31;
 
-/// A batch ends early when its text reaches this size, so that offsets fit
-/// in 31 bits.
-const MAX_BATCH_TEXT: usize = (NULL as usize) / 2;
-
 impl Batch {
     /// Number of rows.
     pub fn len(&self) -> usize {
@@ -321,6 +327,7 @@ pub struct RecordReader {
     batch_rows: usize,
     rows: u64,
     source: Source,
+    parser: ChunkParser,
     /// A batch handed back with [`RecordReader::recycle`], whose buffers the
     /// next batch reuses.
     spare: Option<Batch>,
@@ -328,8 +335,7 @@ pub struct RecordReader {
 
 enum Source {
     Csv {
-        reader: Box<CsvLines<File>>,
-        trim: bool,
+        splitter: Box<RecordSplitter<File>>,
         bytes_total: u64,
     },
     /// Before the first batch: the builder, kept so the projection can follow `select`.
@@ -375,15 +381,25 @@ impl RecordReader {
             path: path.to_path_buf(),
             source,
         };
+        let delimiter = options.csv.delimiter;
+        if format == InputFormat::Csv && !is_valid_delimiter(delimiter) {
+            return Err(RecordsError::Delimiter {
+                delimiter: char::from(delimiter),
+            });
+        }
         let file = File::open(path).map_err(open_err)?;
         let (columns, source) = match format {
             InputFormat::Csv => {
                 let bytes_total = file.metadata().map_err(open_err)?.len();
-                let mut reader = CsvLines::new(file, options.csv.delimiter);
-                let header = match reader.read() {
-                    Ok(Some(header)) => (0..header.len())
-                        .map(|i| header.field(i).to_vec())
-                        .collect::<Vec<_>>(),
+                let mut splitter = RecordSplitter::new(file, delimiter);
+                let header = match splitter.next_chunk(1, usize::MAX, None) {
+                    Ok(Some(chunk)) => {
+                        let mut records = ChunkRecords::new(&chunk.bytes, 1, delimiter);
+                        let header = records.read().expect("a chunk has a record");
+                        (0..header.len())
+                            .map(|i| header.field(i).to_vec())
+                            .collect::<Vec<_>>()
+                    }
                     Ok(None) => Vec::new(),
                     Err(e) => return Err(read_error(path, 0, &e)),
                 };
@@ -400,8 +416,7 @@ impl RecordReader {
                         path: path.to_path_buf(),
                     })?;
                 let source = Source::Csv {
-                    reader: Box::new(reader),
-                    trim: options.csv.trim,
+                    splitter: Box::new(splitter),
                     bytes_total,
                 };
                 (columns, source)
@@ -422,6 +437,13 @@ impl RecordReader {
                 (columns, Source::ParquetPending(Box::new(builder)))
             }
         };
+        let parser = ChunkParser {
+            path: path.to_path_buf(),
+            names: columns.clone(),
+            selected: (0..columns.len()).collect(),
+            trim: options.csv.trim,
+            delimiter,
+        };
         Ok(RecordReader {
             path: path.to_path_buf(),
             selected: (0..columns.len()).collect(),
@@ -429,6 +451,7 @@ impl RecordReader {
             batch_rows: options.batch_rows.max(1),
             rows: 0,
             source,
+            parser,
             spare: None,
         })
     }
@@ -467,17 +490,22 @@ impl RecordReader {
             }
         }
         self.selected = columns.to_vec();
+        self.parser.selected = columns.to_vec();
         Ok(())
+    }
+
+    /// What turns this file's [`CsvChunk`]s into batches, on any thread.
+    pub fn parser(&self) -> &ChunkParser {
+        &self.parser
     }
 
     /// Where the reader is.
     pub fn position(&self) -> ReadPosition {
         let (done, total) = match &self.source {
             Source::Csv {
-                reader,
+                splitter,
                 bytes_total,
-                ..
-            } => (reader.position(), Some(*bytes_total)),
+            } => (splitter.position(), Some(*bytes_total)),
             Source::ParquetPending(b) => (0, Some(b.metadata().file_metadata().num_rows() as u64)),
             Source::Parquet { rows_total, .. } => (self.rows, Some(*rows_total)),
             Source::Done { done, total } => (*done, *total),
@@ -500,20 +528,33 @@ impl RecordReader {
     /// # Errors
     /// [`RecordsError`] naming the file, the row and the column.
     pub fn next_batch(&mut self) -> Result<Option<Batch>, RecordsError> {
+        Ok(match self.next_chunk(None)? {
+            Some(Chunk::Csv(chunk)) => Some(self.parser.parse(&chunk, self.spare.take())?),
+            Some(Chunk::Batch(batch)) => Some(batch),
+            None => None,
+        })
+    }
+
+    /// The next batch's worth of input, up to `batch_rows` rows; `None` at
+    /// the end of the file. CSV records come as they are in the file, for
+    /// [`ChunkParser::parse`] to split on another thread; `spare`, the buffer
+    /// of a chunk already parsed, holds what is read next.
+    ///
+    /// # Errors
+    /// [`RecordsError`] naming the file (and the row, for Parquet).
+    pub fn next_chunk(&mut self, spare: Option<Vec<u8>>) -> Result<Option<Chunk>, RecordsError> {
         if let Source::ParquetPending(_) = self.source {
             self.start_parquet()?;
         }
-        let batch = match &mut self.source {
-            Source::Csv { reader, trim, .. } => read_csv_batch(
-                &self.path,
-                reader,
-                *trim,
-                &self.columns,
-                &self.selected,
-                self.rows,
-                self.batch_rows,
-                self.spare.take(),
-            )?,
+        let chunk = match &mut self.source {
+            Source::Csv { splitter, .. } => splitter
+                .next_chunk(self.batch_rows, MAX_BATCH_BYTES, spare)
+                .map_err(|e| read_error(&self.path, self.rows, &e))?
+                .map(|raw| {
+                    let first_row = self.rows + 1;
+                    self.rows += raw.records as u64;
+                    Chunk::Csv(CsvChunk { raw, first_row })
+                }),
             Source::Parquet { reader, .. } => match reader.next() {
                 None => None,
                 Some(Err(source)) => {
@@ -523,24 +564,25 @@ impl RecordReader {
                         source,
                     });
                 }
-                Some(Ok(rb)) => Some(parquet_batch(
-                    &self.path,
-                    &rb,
-                    &self.columns,
-                    &self.selected,
-                    self.rows,
-                    self.spare.take(),
-                )?),
+                Some(Ok(rb)) => {
+                    let batch = parquet_batch(
+                        &self.path,
+                        &rb,
+                        &self.columns,
+                        &self.selected,
+                        self.rows,
+                        self.spare.take(),
+                    )?;
+                    self.rows += batch.len() as u64;
+                    (!batch.is_empty()).then_some(Chunk::Batch(batch))
+                }
             },
             Source::ParquetPending(_) => unreachable!("started above"),
             Source::Done { .. } => None,
         };
-        match batch {
-            Some(b) if !b.is_empty() => {
-                self.rows += b.len() as u64;
-                Ok(Some(b))
-            }
-            _ => {
+        match chunk {
+            Some(chunk) => Ok(Some(chunk)),
+            None => {
                 let end = self.position();
                 self.source = Source::Done {
                     done: end.total.unwrap_or(end.done),
@@ -618,56 +660,126 @@ pub fn read_named_columns(
     Ok(rows)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_csv_batch(
-    path: &Path,
-    reader: &mut CsvLines<File>,
+/// A batch's worth of input from [`RecordReader::next_chunk`].
+#[derive(Debug)]
+pub enum Chunk {
+    /// CSV records as they are in the file; [`ChunkParser::parse`] makes them a batch.
+    Csv(CsvChunk),
+    /// Rows already read into a batch (Parquet).
+    Batch(Batch),
+}
+
+/// Whole CSV records as they are in the file, not yet split into fields.
+#[derive(Debug)]
+pub struct CsvChunk {
+    raw: RawChunk,
+    /// The 1-based number of the chunk's first row.
+    first_row: u64,
+}
+
+impl CsvChunk {
+    /// Number of records.
+    pub fn rows(&self) -> usize {
+        self.raw.records
+    }
+
+    /// The chunk's buffer, for [`RecordReader::next_chunk`] to reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.raw.bytes
+    }
+}
+
+/// Splits [`CsvChunk`]s of one file into batches of its selected columns;
+/// shared by threads that parse chunks in parallel.
+#[derive(Debug, Clone)]
+pub struct ChunkParser {
+    path: PathBuf,
+    names: Vec<String>,
+    selected: Vec<usize>,
     trim: bool,
-    names: &[String],
-    selected: &[usize],
-    rows_before: u64,
-    batch_rows: usize,
-    spare: Option<Batch>,
-) -> Result<Option<Batch>, RecordsError> {
-    let mut batch = Batch::reuse(spare, selected.len(), rows_before + 1);
-    batch.ends.reserve(batch_rows * selected.len());
-    while batch.rows < batch_rows && batch.text.len() < MAX_BATCH_TEXT {
-        let row = rows_before + batch.rows as u64 + 1;
-        let record = match reader.read() {
-            Ok(Some(record)) => record,
-            Ok(None) => break,
-            Err(e) => return Err(read_error(path, row - 1, &e)),
-        };
-        if record.len() != names.len() {
-            return Err(RecordsError::FieldCount {
-                path: path.to_path_buf(),
+    delimiter: u8,
+}
+
+/// A [`CsvChunk`] being read by [`ChunkParser::next_batch`].
+#[derive(Debug)]
+pub struct ChunkRows<'a> {
+    records: ChunkRecords<'a>,
+    /// The number of the next row.
+    next_row: u64,
+}
+
+impl ChunkParser {
+    /// The selected columns of `chunk`'s records, in a batch that reuses `spare`'s buffers.
+    ///
+    /// # Errors
+    /// As [`ChunkParser::next_batch`].
+    pub fn parse(&self, chunk: &CsvChunk, spare: Option<Batch>) -> Result<Batch, RecordsError> {
+        let mut rows = self.rows(chunk);
+        let batch = self.next_batch(&mut rows, chunk.rows(), spare)?;
+        debug_assert!(
+            rows.records.read().is_none(),
+            "the splitter and the parser agree"
+        );
+        Ok(batch.unwrap_or_else(|| Batch::reuse(None, self.selected.len(), chunk.first_row)))
+    }
+
+    /// `chunk`'s records, for [`ChunkParser::next_batch`] to read a few at a time.
+    pub fn rows<'a>(&self, chunk: &'a CsvChunk) -> ChunkRows<'a> {
+        ChunkRows {
+            records: ChunkRecords::new(&chunk.raw.bytes, chunk.raw.first_line, self.delimiter),
+            next_row: chunk.first_row,
+        }
+    }
+
+    /// The selected columns of the next `max_rows` records of `rows`, in a
+    /// batch that reuses `spare`'s buffers; `None` after the last.
+    ///
+    /// # Errors
+    /// [`RecordsError`] naming the file, the row, its line and the column:
+    /// a record with a wrong number of fields, a selected value that is not UTF-8.
+    pub fn next_batch(
+        &self,
+        rows: &mut ChunkRows<'_>,
+        max_rows: usize,
+        spare: Option<Batch>,
+    ) -> Result<Option<Batch>, RecordsError> {
+        let mut batch = Batch::reuse(spare, self.selected.len(), rows.next_row);
+        while batch.rows < max_rows
+            && let Some(record) = rows.records.read()
+        {
+            let row = batch.row_number(batch.rows);
+            if record.len() != self.names.len() {
+                return Err(RecordsError::FieldCount {
+                    path: self.path.clone(),
+                    row,
+                    line: record.line(),
+                    expected: self.names.len() as u64,
+                    found: record.len() as u64,
+                });
+            }
+            let invalid = |c: usize| RecordsError::InvalidUtf8 {
+                path: self.path.clone(),
                 row,
                 line: record.line(),
-                expected: names.len() as u64,
-                found: record.len() as u64,
-            });
-        }
-        let invalid = |c: usize| RecordsError::InvalidUtf8 {
-            path: path.to_path_buf(),
-            row,
-            line: record.line(),
-            column: names[c].clone(),
-        };
-        // One UTF-8 check for the whole record; only when it fails are the
-        // selected fields checked one by one (an unselected field may be
-        // the invalid one, and is no concern).
-        let whole = std::str::from_utf8(record.bytes()).ok();
-        for &c in selected {
-            let value = match whole {
-                Some(whole) => whole.get(record.range(c)),
-                None => std::str::from_utf8(record.field(c)).ok(),
+                column: self.names[c].clone(),
+            };
+            // One UTF-8 check for the whole record; only when it fails are the
+            // selected fields checked one by one (an unselected field may be
+            // the invalid one, and is no concern).
+            let whole = std::str::from_utf8(record.bytes()).ok();
+            for &c in &self.selected {
+                let value = match whole {
+                    Some(whole) => whole.get(record.range(c)),
+                    None => std::str::from_utf8(record.field(c)).ok(),
+                }
+                .ok_or_else(|| invalid(c))?;
+                batch.push(Some(if self.trim { trim_field(value) } else { value }));
             }
-            .ok_or_else(|| invalid(c))?;
-            batch.push(Some(if trim { trim_field(value) } else { value }));
+            batch.rows += 1;
         }
-        batch.rows += 1;
+        rows.next_row += batch.rows as u64;
+        Ok((batch.rows > 0).then_some(batch))
     }
-    Ok(Some(batch))
 }
 
 /// A failed read of a CSV file, after `row_ok` rows read.
