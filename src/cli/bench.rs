@@ -11,6 +11,7 @@ use pprl::encode::Encoder;
 use pprl::schema::{Schema, default_schema_json};
 use pprl::secret::Secret;
 use pprl::similarity::{Kernel, PackedClks, SearchOptions, scalar, search_pair};
+use pprl::site::{EncodeOptions, MaxRejects, OutputFormat, encode_site};
 
 use super::example::{FEBRL4_A, FEBRL4_B};
 use pprl::io::records::{ReadOptions, read_named_columns};
@@ -121,6 +122,56 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    // The whole site run, as `pprl encode` does it: CSV in, Parquet out.
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("febrl4_a_x20.csv");
+    std::fs::write(&input, repeated_febrl(FEBRL4_A, SCALING_REPEATS))?;
+    println!(
+        "\nsite encode run (read CSV, encode, write Parquet): Febrl4 A {SCALING_REPEATS} times \
+         ({} records), records/s",
+        SCALING_REPEATS * rows_of[0].len()
+    );
+    println!(
+        "{:<16} {:>12} {:>12} {:>10} {:>11}",
+        "schema",
+        "1 thread",
+        format!("{threads} threads"),
+        "speed-up",
+        "per thread"
+    );
+    for (name, schema) in &schemas {
+        let run = |threads: usize| -> anyhow::Result<f64> {
+            let options = EncodeOptions {
+                schema,
+                secret: &secret,
+                site: "bench".into(),
+                input: input.clone(),
+                read: ReadOptions::default(),
+                id_column: "rec_id".into(),
+                output: dir.path().join("bench.clk.parquet"),
+                output_format: OutputFormat::Parquet,
+                threads,
+                max_rejects: MaxRejects::Percent(100.0),
+            };
+            let mut failure = None;
+            let rate = rate(min_time, SCALING_REPEATS * rows_of[0].len(), || {
+                if let Err(e) = encode_site(&options, &mut |_| {}) {
+                    failure = Some(e);
+                }
+            });
+            match failure {
+                Some(e) => Err(e.into()),
+                None => Ok(rate),
+            }
+        };
+        let (one, all) = (run(1)?, run(threads)?);
+        let speed_up = all / one;
+        println!(
+            "{name:<16} {one:>12.0} {all:>12.0} {speed_up:>9.2}x {:>10.0}%",
+            100.0 * speed_up / threads as f64
+        );
+    }
+
     // Matching: all 25 million pairs of the encoded Febrl4 sites.
     let schema = &schemas[0].1;
     let encode_site = |csv: &str| -> anyhow::Result<PackedClks> {
@@ -178,6 +229,24 @@ fn encode_all(schema: &Schema, secret: &Secret, values: &[Vec<Option<&str>>]) {
             let _ = std::hint::black_box(encoder.encode_into(v, out));
         },
     );
+}
+
+/// `csv` (with a header and `rec_id` first) `times` times over, each copy's
+/// ids made distinct with a suffix.
+fn repeated_febrl(csv: &str, times: usize) -> String {
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap_or_default();
+    let rows: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+    let mut out = String::with_capacity(csv.len() * times + 8 * rows.len() * times);
+    out.push_str(header);
+    out.push('\n');
+    for copy in 0..times {
+        for row in &rows {
+            let (id, rest) = row.split_once(',').unwrap_or((row, ""));
+            out.push_str(&format!("{id}-{copy},{rest}\n"));
+        }
+    }
+    out
 }
 
 /// Items per second of `work` (which handles `items` items), repeated until
