@@ -460,15 +460,22 @@ struct Finished {
     spare: Option<Vec<u8>>,
 }
 
-/// A chunk encoded and serialised, ready to append to the output.
-struct EncodedChunk {
+/// What a worker makes of a chunk: `Body` is a [`BodyBuilder`] while it
+/// works on it, a [`ChunkBody`] once done.
+struct ChunkResult<Body> {
     rows: u64,
     /// Row number, id and reason of each rejected row, in order.
     rejects: Vec<(u64, String, FieldError)>,
     /// The hash of every row's id ([`IdSet`]).
     id_hashes: Vec<u64>,
-    body: ChunkBody,
+    body: Body,
 }
+
+/// A chunk encoded and serialised, ready to append to the output.
+type EncodedChunk = ChunkResult<ChunkBody>;
+
+/// A chunk's output under construction.
+type ChunkOutput = ChunkResult<BodyBuilder>;
 
 /// The output of a chunk's encoded rows.
 enum ChunkBody {
@@ -601,14 +608,6 @@ fn encode_csv_chunk(
         added?;
     }
     output.finish(context)
-}
-
-/// A chunk's output under construction.
-struct ChunkOutput {
-    rows: u64,
-    rejects: Vec<(u64, String, FieldError)>,
-    id_hashes: Vec<u64>,
-    body: BodyBuilder,
 }
 
 enum BodyBuilder {

@@ -90,17 +90,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Thread scaling where memo warm-up matters little, as in a large file:
     // each thread fills its own memos, which on 5000 cold records is a large
     // part of the work (the "fast, all" column above).
-    println!(
-        "\nencoding, thread scaling: Febrl4 A {SCALING_REPEATS} times ({} records), records/s",
-        SCALING_REPEATS * rows_of[0].len()
-    );
-    println!(
-        "{:<16} {:>12} {:>12} {:>10} {:>11}",
-        "schema",
-        "1 thread",
-        format!("{threads} threads"),
-        "speed-up",
-        "per thread"
+    let records = SCALING_REPEATS * rows_of[0].len();
+    scaling_header(
+        &format!("encoding, thread scaling: Febrl4 A {SCALING_REPEATS} times ({records} records)"),
+        threads,
     );
     for ((name, schema), rows) in schemas.iter().zip(&rows_of) {
         let values: Vec<Vec<Option<&str>>> = (0..SCALING_REPEATS)
@@ -126,18 +119,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("febrl4_a_x20.csv");
     std::fs::write(&input, repeated_febrl(FEBRL4_A, SCALING_REPEATS))?;
-    println!(
-        "\nsite encode run (read CSV, encode, write Parquet): Febrl4 A {SCALING_REPEATS} times \
-         ({} records), records/s",
-        SCALING_REPEATS * rows_of[0].len()
-    );
-    println!(
-        "{:<16} {:>12} {:>12} {:>10} {:>11}",
-        "schema",
-        "1 thread",
-        format!("{threads} threads"),
-        "speed-up",
-        "per thread"
+    scaling_header(
+        &format!(
+            "site encode run (read CSV, encode, write Parquet): Febrl4 A {SCALING_REPEATS} \
+             times ({records} records)"
+        ),
+        threads,
     );
     for (name, schema) in &schemas {
         let run = |threads: usize| -> anyhow::Result<f64> {
@@ -154,7 +141,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 max_rejects: MaxRejects::Percent(100.0),
             };
             let mut failure = None;
-            let rate = rate(min_time, SCALING_REPEATS * rows_of[0].len(), || {
+            let rate = rate(min_time, records, || {
                 if let Err(e) = encode_site(&options, &mut |_| {}) {
                     failure = Some(e);
                 }
@@ -228,6 +215,19 @@ fn encode_all(schema: &Schema, secret: &Secret, values: &[Vec<Option<&str>>]) {
         |out, v| {
             let _ = std::hint::black_box(encoder.encode_into(v, out));
         },
+    );
+}
+
+/// The title and column heads of a table of records/s on one thread and on `threads`.
+fn scaling_header(title: &str, threads: usize) {
+    println!("\n{title}, records/s");
+    println!(
+        "{:<16} {:>12} {:>12} {:>10} {:>11}",
+        "schema",
+        "1 thread",
+        format!("{threads} threads"),
+        "speed-up",
+        "per thread"
     );
 }
 
