@@ -126,6 +126,21 @@ impl Records {
         x
     }
 
+    /// Merges the entities of roots `x` and `y` (distinct), whose lists are
+    /// `lists[x]` and `lists[y]`: the longer list's root stays the root and
+    /// takes in the other list. Returns that root.
+    fn union<T>(&mut self, x: usize, y: usize, lists: &mut [Vec<T>]) -> usize {
+        let (keep, gone) = if lists[x].len() >= lists[y].len() {
+            (x, y)
+        } else {
+            (y, x)
+        };
+        let moved = std::mem::take(&mut lists[gone]);
+        lists[keep].extend(moved);
+        self.parent[gone] = keep as u32;
+        keep
+    }
+
     /// Entities numbered by first record, and the links among `pairs`.
     fn solution(mut self, pairs: &[ScoredPair]) -> Solution {
         let total = self.parent.len();
@@ -198,15 +213,8 @@ pub fn greedy_clusters(site_sizes: &[usize], pairs: &[ScoredPair]) -> Solution {
         if rx == ry || sites[rx].iter().any(|s| sites[ry].binary_search(s).is_ok()) {
             continue;
         }
-        let (keep, gone) = if sites[rx].len() >= sites[ry].len() {
-            (rx, ry)
-        } else {
-            (ry, rx)
-        };
-        let moved = std::mem::take(&mut sites[gone]);
-        sites[keep].extend(moved);
+        let keep = records.union(rx, ry, &mut sites);
         sites[keep].sort_unstable();
-        records.parent[gone] = keep as u32;
     }
     records.solution(pairs)
 }
@@ -252,14 +260,7 @@ pub fn deduplicate(records: usize, pairs: &[ScoredPair], options: DedupOptions) 
         if !complete {
             continue;
         }
-        let (keep, gone) = if members[rx].len() >= members[ry].len() {
-            (rx, ry)
-        } else {
-            (ry, rx)
-        };
-        let moved = std::mem::take(&mut members[gone]);
-        members[keep].extend(moved);
-        sets.parent[gone] = keep as u32;
+        sets.union(rx, ry, &mut members);
     }
     sets.solution(pairs)
 }

@@ -40,13 +40,6 @@ pub enum EvaluateError {
     /// The entity file is unreadable or malformed.
     #[error(transparent)]
     Entities(#[from] ReleaseError),
-    /// A file cannot be read.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A column or a value is not what the file must have.
     #[error(transparent)]
     Column(#[from] ColumnError),
@@ -668,10 +661,7 @@ fn read_scored_pairs(
     records: &mut Records,
     duplicates: Duplicates,
 ) -> Result<Vec<Scored>, EvaluateError> {
-    let file = std::fs::File::open(path).map_err(|source| TableError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = std::fs::File::open(path).map_err(TableError::io(path))?;
     let pq_err = |source| TableError::Parquet {
         path: path.to_path_buf(),
         source,
@@ -809,10 +799,7 @@ fn read_truth_csv(
     path: &Path,
     records: &mut Records,
 ) -> Result<(FxHashSet<u64>, usize), EvaluateError> {
-    let file = std::fs::File::open(path).map_err(|source| EvaluateError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = std::fs::File::open(path).map_err(TableError::io(path))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)

@@ -103,12 +103,6 @@ pub fn popcount(clk: &[u8]) -> u16 {
 pub enum ClkFileError {
     #[error(transparent)]
     Table(#[from] TableError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(
         "{path} is not a pprl encoding: {problem} (expected columns id: Utf8, clk: FixedSizeBinary, \
          popcount: UInt16 and the pprl.* metadata that `pprl encode` writes)"
@@ -234,17 +228,15 @@ pub fn blocking_keys_array<'a>(keys: impl Iterator<Item = &'a [u64]>) -> ListArr
 /// Ids and metadata are not part of that format.
 ///
 /// # Errors
-/// [`ClkFileError::Io`] naming the path.
+/// [`TableError::Io`] (as [`ClkFileError::Table`]) naming the path.
 pub fn write_clkhash_json(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
     let clks: Vec<String> = (0..file.len())
         .map(|i| BASE64.encode(file.clk(i)))
         .collect();
     let text =
         serde_json::to_string(&serde_json::json!({ "clks": clks })).expect("strings serialise");
-    atomic::write_all(path, text.as_bytes()).map_err(|source| ClkFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    atomic::write_all(path, text.as_bytes()).map_err(TableError::io(path))?;
+    Ok(())
 }
 
 /// Reads a clk file: `.json` as anonlink JSON, anything else as `.clk.parquet`.
@@ -399,10 +391,7 @@ fn read_clkhash_json(path: &Path) -> Result<ClkFile, ClkFileError> {
         path: path.to_path_buf(),
         problem,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ClkFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(TableError::io(path))?;
     #[derive(serde::Deserialize)]
     struct Clks {
         clks: Vec<String>,

@@ -20,7 +20,8 @@ use super::atomic::AtomicFile;
 /// keep a reader's memory bounded.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
-/// Errors reading or writing a Parquet table.
+/// Errors reading or writing a file at a path: a Parquet table, or any
+/// other file the pipeline reads or writes (the `Io` case).
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("{path}: {source}")]
@@ -41,6 +42,16 @@ pub enum TableError {
         #[source]
         source: arrow_schema::ArrowError,
     },
+}
+
+impl TableError {
+    /// Wraps an I/O error with the path it concerns: `map_err(TableError::io(path))`.
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TableError + '_ {
+        move |source| TableError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Writer properties shared by every Parquet file pprl writes.

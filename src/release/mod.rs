@@ -85,13 +85,6 @@ pub enum ReleaseError {
     /// Reading or writing a Parquet file failed.
     #[error(transparent)]
     Table(#[from] TableError),
-    /// A file cannot be read or a directory cannot be created.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A column or a value is not what the file must have.
     #[error(transparent)]
     Column(#[from] ColumnError),

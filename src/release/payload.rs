@@ -76,10 +76,7 @@ pub(crate) fn read(
 type Read = (RecordBatch, Vec<String>, Option<Vec<u64>>);
 
 fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, ReleaseError> {
-    let file = std::fs::File::open(path).map_err(|source| ReleaseError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = std::fs::File::open(path).map_err(TableError::io(path))?;
     // csv strips a UTF-8 byte order mark and checks that every row has as
     // many fields as the header. It only sees a quote at the very start of a
     // field, so Febrl-style `, "a, b"` needs the spaces after the delimiter

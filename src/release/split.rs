@@ -101,10 +101,7 @@ pub fn split(entities: &Path, out_dir: &Path) -> Result<SplitSummary, ReleaseErr
         }
     }
 
-    std::fs::create_dir_all(out_dir).map_err(|source| ReleaseError::Io {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(out_dir).map_err(TableError::io(out_dir))?;
     let schema = Arc::new(ArrowSchema::new(vec![
         Field::new("entity_id", DataType::Int64, false),
         Field::new("site", DataType::Utf8, false),

@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use pprl::io::table;
 use pprl::release::{ReleaseError, ReleaseOptions};
 
-use crate::util::{fixture, run_ok, run_pprl, temp_dir};
+use crate::util::{fixture, run_err, run_ok, temp_dir};
 
 /// Writes an entity file (or a map) with rows (entity_id, site, id).
 pub fn write_entities(path: &Path, rows: &[(i64, &str, &str)], metadata: &[(&str, &str)]) {
@@ -187,15 +187,13 @@ fn split_refuses_unsafe_site_names_and_writes_nothing() {
     let entities = dir.path().join("entities.parquet");
     write_entities(&entities, &[(0, "A", "a1"), (0, "../evil", "x1")], &[]);
     let maps = dir.path().join("maps");
-    let out = run_pprl([
+    let err = run_err([
         "split".as_ref(),
         "--entities".as_ref(),
         entities.as_os_str(),
         "--out-dir".as_ref(),
         maps.as_os_str(),
     ]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
     assert!(
         err.contains("\"../evil\"") && err.contains("row 2"),
         "{err}"
@@ -214,30 +212,23 @@ fn split_refuses_a_malformed_entity_file() {
     )
     .unwrap();
     table::write_batch(&path, &batch, &[]).unwrap();
-    let out = run_pprl([
+    let err = run_err([
         "split".as_ref(),
         "--entities".as_ref(),
         path.as_os_str(),
         "--out-dir".as_ref(),
         dir.path().join("maps").as_os_str(),
     ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("no column `entity_id`"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(err.contains("no column `entity_id`"), "{err}");
 
     write_entities(&path, &[(0, "A", "a1"), (-3, "B", "b1")], &[]);
-    let out = run_pprl([
+    let err = run_err([
         "split".as_ref(),
         "--entities".as_ref(),
         path.as_os_str(),
         "--out-dir".as_ref(),
         dir.path().join("maps").as_os_str(),
     ]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
     assert!(
         err.contains("row 2") && err.contains("-3 is not an entity id"),
         "{err}"
@@ -331,9 +322,7 @@ fn release_refuses_identifying_columns_unless_named() {
     let output = dir.path().join("a.linked.parquet");
     let map = maps.join("A.map.parquet");
 
-    let out = run_pprl(release_args(&map, &payload, &output, &[]));
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = run_err(release_args(&map, &payload, &output, &[]));
     assert!(err.contains("surname"), "{err}");
     assert!(err.contains("--include-identifying-column"), "{err}");
     assert!(
@@ -396,14 +385,12 @@ fn duplicate_payload_ids_are_refused_without_output() {
     let payload = dir.path().join("dup.csv");
     std::fs::write(&payload, "rec_id,weight\na1,70\na2,80\na1,71\n").unwrap();
     let output = dir.path().join("out.parquet");
-    let out = run_pprl(release_args(
+    let err = run_err(release_args(
         &maps.join("A.map.parquet"),
         &payload,
         &output,
         &[],
     ));
-    assert!(!out.status.success());
-    let err = stderr(&out);
     assert!(
         err.contains("line 4") && err.contains("\"a1\"") && err.contains("first at line 2"),
         "{err}"
@@ -429,12 +416,10 @@ fn a_map_of_another_site_is_refused() {
         &output,
         &["--site", "B", "--drop-column", "surname"],
     );
-    let out = run_pprl(args);
-    assert!(!out.status.success());
+    let err = run_err(args);
     assert!(
-        stderr(&out).contains("entity map of site \"A\", not of site \"B\""),
-        "{}",
-        stderr(&out)
+        err.contains("entity map of site \"A\", not of site \"B\""),
+        "{err}"
     );
 
     // No site named, but not one id of B's map is in A's payload.
@@ -444,9 +429,7 @@ fn a_map_of_another_site_is_refused() {
         &output,
         &["--drop-column", "surname"],
     );
-    let out = run_pprl(args);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = run_err(args);
     assert!(
         err.contains("none of the 2 record ids") && err.contains("another site"),
         "{err}"
@@ -460,13 +443,8 @@ fn a_map_of_another_site_is_refused() {
         &output,
         &["--drop-column", "surname"],
     );
-    let out = run_pprl(args);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("several sites (A, B, C)"),
-        "{}",
-        stderr(&out)
-    );
+    let err = run_err(args);
+    assert!(err.contains("several sites (A, B, C)"), "{err}");
     assert!(!output.exists());
 }
 
@@ -479,9 +457,7 @@ fn unknown_columns_are_named() {
     let map = maps.join("A.map.parquet");
 
     let args = release_args(&map, &payload, &output, &["--drop-column", "surnam"]);
-    let out = run_pprl(args);
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = run_err(args);
     assert!(
         err.contains("`surnam`") && err.contains("rec_id, weight, diagnosis, surname"),
         "{err}"
@@ -489,13 +465,8 @@ fn unknown_columns_are_named() {
 
     let mut args = release_args(&map, &payload, &output, &[]);
     args[6] = "patient".into(); // --id-column
-    let out = run_pprl(args);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("no column `patient`"),
-        "{}",
-        stderr(&out)
-    );
+    let err = run_err(args);
+    assert!(err.contains("no column `patient`"), "{err}");
     assert!(!output.exists());
 }
 

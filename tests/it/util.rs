@@ -44,6 +44,19 @@ where
     out
 }
 
+/// Runs `pprl`, expects it to fail with exit status 1 (an error; a usage
+/// mistake exits 2) and returns its stderr.
+pub fn run_err<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = run_pprl(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected exit 1; stderr: {err}");
+    err
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
