@@ -214,7 +214,7 @@ fn draw(svg: &mut String, data: &PlotData) -> Result<(), Box<dyn std::error::Err
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             format!("best F1 threshold {t:.4}"),
-            (t + (1.0 - low) * 0.006, 0.08),
+            (t + (1.0 - low) * 0.006, 0.45), // clear of the legend (lower left)
             ("sans-serif", 14),
         )))?;
     }
