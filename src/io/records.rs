@@ -32,7 +32,7 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::csv_lines::{ChunkRecords, RawChunk, RecordSplitter, is_valid_delimiter};
+use super::csv_lines::{ChunkRecords, RawChunk, Record, RecordSplitter, is_valid_delimiter};
 
 /// Rows per batch unless the caller asks otherwise. An encode run makes each
 /// batch one Parquet row group; larger batches made the run slower (their
@@ -123,13 +123,23 @@ pub enum RecordsError {
     NoHeader { path: PathBuf },
     #[error("{path}: the header (line 1) is not valid UTF-8")]
     HeaderNotUtf8 { path: PathBuf },
-    #[error("{path}: CSV row {row} (line {line}) has {found} fields but the header has {expected}")]
+    #[error(
+        "{path}: CSV row {row} (line {line}) has {found} fields but the header has {expected}{}",
+        if *quote_after_blank {
+            "; a quote after a blank (`, \"a, b\"`) does not open a quoted field, so the \
+             delimiters inside it count: write `,\"a, b\"`"
+        } else {
+            ""
+        }
+    )]
     FieldCount {
         path: PathBuf,
         row: u64,
         line: u64,
         expected: u64,
         found: u64,
+        /// The record has a quote after a delimiter and blanks, the likely cause.
+        quote_after_blank: bool,
     },
     #[error("{path}: CSV row {row} (line {line}), column {column:?}: the value is not valid UTF-8")]
     InvalidUtf8 {
@@ -755,6 +765,7 @@ impl ChunkParser {
                     line: record.line(),
                     expected: self.names.len() as u64,
                     found: record.len() as u64,
+                    quote_after_blank: quote_after_blank(&record),
                 });
             }
             let invalid = |c: usize| RecordsError::InvalidUtf8 {
@@ -780,6 +791,16 @@ impl ChunkParser {
         rows.next_row += batch.rows as u64;
         Ok((batch.rows > 0).then_some(batch))
     }
+}
+
+/// Whether a field of `record` is spaces or tabs and then a quote, as CSV
+/// reads Febrl-style `a, "b, c"`: the fields `a`, ` "b` and ` c"`.
+fn quote_after_blank(record: &Record<'_>) -> bool {
+    (0..record.len()).any(|i| {
+        let field = record.field(i);
+        let rest = field.trim_ascii_start();
+        rest.len() < field.len() && rest.first() == Some(&b'"')
+    })
 }
 
 /// A failed read of a CSV file, after `row_ok` rows read.
@@ -1127,11 +1148,39 @@ mod tests {
                     line: 4,
                     expected: 2,
                     found: 1,
+                    quote_after_blank: false,
                     ..
                 }
             ),
             "{err}"
         );
+        assert!(!err.to_string().contains("quote"), "{err}");
+    }
+
+    #[test]
+    fn a_quote_after_a_blank_is_named_as_the_likely_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "id, name, note\n1, \"van dijk, jr\", x\n").unwrap();
+        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
+        let err = reader.next_batch().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordsError::FieldCount {
+                    found: 4,
+                    quote_after_blank: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("write `,\"a, b\"`"), "{err}");
+        // Quoted right after the delimiter: read as one field.
+        std::fs::write(&path, "id, name, note\n1,\"van dijk, jr\", x\n").unwrap();
+        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
+        let batch = reader.next_batch().unwrap().unwrap();
+        assert_eq!(batch.get(0, 1), Some("van dijk, jr"));
     }
 
     #[test]
