@@ -1119,13 +1119,18 @@ mod tests {
         assert_eq!(fresh.len(), 5000);
     }
 
-    #[test]
-    fn invalid_utf8_names_row_and_column() {
+    /// The error of reading the first batch of a CSV file of `text`.
+    fn first_error(text: impl AsRef<[u8]>) -> RecordsError {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
-        std::fs::write(&path, b"id,name\n1,ok\n2,bad\xff\n").unwrap();
+        std::fs::write(&path, text).unwrap();
         let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
-        let err = reader.next_batch().unwrap_err();
+        reader.next_batch().unwrap_err()
+    }
+
+    #[test]
+    fn invalid_utf8_names_row_and_column() {
+        let err = first_error(b"id,name\n1,ok\n2,bad\xff\n");
         assert!(
             matches!(&err, RecordsError::InvalidUtf8 { row: 2, line: 3, column, .. } if column == "name"),
             "{err}"
@@ -1135,11 +1140,7 @@ mod tests {
 
     #[test]
     fn wrong_field_count_names_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.csv");
-        std::fs::write(&path, "id,name\n1,a\n2,b\n3\n").unwrap();
-        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
-        let err = reader.next_batch().unwrap_err();
+        let err = first_error("id,name\n1,a\n2,b\n3\n");
         assert!(
             matches!(
                 err,
@@ -1159,11 +1160,7 @@ mod tests {
 
     #[test]
     fn a_quote_after_a_blank_is_named_as_the_likely_cause() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.csv");
-        std::fs::write(&path, "id, name, note\n1, \"van dijk, jr\", x\n").unwrap();
-        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
-        let err = reader.next_batch().unwrap_err();
+        let err = first_error("id, name, note\n1, \"van dijk, jr\", x\n");
         assert!(
             matches!(
                 err,
@@ -1177,6 +1174,8 @@ mod tests {
         );
         assert!(err.to_string().contains("write `,\"a, b\"`"), "{err}");
         // Quoted right after the delimiter: read as one field.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
         std::fs::write(&path, "id, name, note\n1,\"van dijk, jr\", x\n").unwrap();
         let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
         let batch = reader.next_batch().unwrap().unwrap();
