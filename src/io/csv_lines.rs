@@ -18,6 +18,10 @@
 //! byte-order mark at the start is dropped, and field counts are left to the
 //! caller. A quote or a line break cannot be the delimiter
 //! ([`is_valid_delimiter`]).
+//!
+//! A [`Dialect`] may also skip the blanks at the start of every field
+//! (Python's `skipinitialspace`): Febrl-style files write `a, "b, c"`, where
+//! RFC 4180 reads the quote as a plain character and finds three fields.
 
 use std::io::{self, Read};
 
@@ -31,6 +35,37 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Whether `delimiter` can separate fields: a quote or a line break cannot.
 pub(crate) fn is_valid_delimiter(delimiter: u8) -> bool {
     !matches!(delimiter, b'"' | b'\r' | b'\n')
+}
+
+/// How a CSV file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dialect {
+    /// The field separator ([valid](is_valid_delimiter)).
+    pub delimiter: u8,
+    /// Drop the spaces and tabs (other than the delimiter) at the start of
+    /// every field, outside quoted text, so that a quote after them opens a
+    /// quoted field: `a, "b, c"` is `a` and `b, c`. Off, a field is every
+    /// byte between delimiters, and a quote opens a quoted field only as its
+    /// first byte, as in RFC 4180 and the `csv` crate.
+    pub skip_initial_blanks: bool,
+}
+
+impl Dialect {
+    /// Whether `b` is a blank that [`Dialect::skip_initial_blanks`] drops.
+    fn is_blank(self, b: u8) -> bool {
+        (b == b' ' || b == b'\t') && b != self.delimiter
+    }
+
+    /// Where the field from `data[i]` has its first byte that is not such a
+    /// blank (`i` itself unless blanks are skipped).
+    fn field_start(self, data: &[u8], mut i: usize) -> usize {
+        if self.skip_initial_blanks {
+            while data.get(i).is_some_and(|&b| self.is_blank(b)) {
+                i += 1;
+            }
+        }
+        i
+    }
 }
 
 /// Whole records cut from a CSV input, as they are in the file.
@@ -52,7 +87,7 @@ pub(crate) struct RecordSplitter<R> {
     pending: Vec<u8>,
     eof: bool,
     read_bytes: usize,
-    delimiter: u8,
+    dialect: Dialect,
     /// The line of `pending[0]`.
     line: u64,
     /// Bytes of the input before `pending[0]`.
@@ -72,23 +107,24 @@ enum Step {
 
 impl<R: Read> RecordSplitter<R> {
     /// # Panics
-    /// When `delimiter` is not [valid](is_valid_delimiter).
-    pub fn new(input: R, delimiter: u8) -> RecordSplitter<R> {
-        RecordSplitter::with_read_bytes(input, delimiter, READ_BYTES)
+    /// When the delimiter is not [valid](is_valid_delimiter).
+    pub fn new(input: R, dialect: Dialect) -> RecordSplitter<R> {
+        RecordSplitter::with_read_bytes(input, dialect, READ_BYTES)
     }
 
     /// Reading `read_bytes` at a time (few in tests, to cut records across reads).
-    fn with_read_bytes(input: R, delimiter: u8, read_bytes: usize) -> RecordSplitter<R> {
+    fn with_read_bytes(input: R, dialect: Dialect, read_bytes: usize) -> RecordSplitter<R> {
         assert!(
-            is_valid_delimiter(delimiter),
-            "invalid delimiter {delimiter}"
+            is_valid_delimiter(dialect.delimiter),
+            "invalid delimiter {}",
+            dialect.delimiter
         );
         RecordSplitter {
             input,
             pending: Vec::new(),
             eof: false,
             read_bytes: read_bytes.max(1),
-            delimiter,
+            dialect,
             line: 1,
             consumed: 0,
             bom_checked: false,
@@ -124,7 +160,7 @@ impl<R: Read> RecordSplitter<R> {
         }
         let (mut pos, mut records) = (0, 0);
         while records < max_records.max(1) && (records == 0 || pos < max_bytes) {
-            match next_step(&self.pending, pos, self.delimiter) {
+            match next_step(&self.pending, pos, self.dialect) {
                 Step::LineBreak => pos += 1,
                 Step::Record(end) => {
                     pos = end;
@@ -172,24 +208,27 @@ impl<R: Read> RecordSplitter<R> {
 }
 
 /// What starts at `data[pos]`.
-fn next_step(data: &[u8], pos: usize, delimiter: u8) -> Step {
+fn next_step(data: &[u8], pos: usize, dialect: Dialect) -> Step {
     let rest = &data[pos..];
     match memchr::memchr3(b'\n', b'\r', b'"', rest) {
         Some(0) if rest[0] != b'"' => Step::LineBreak,
         Some(i) if rest[i] != b'"' => Step::Record(pos + i + 1),
-        Some(_) => quoted_record_end(data, pos, delimiter).map_or(Step::Incomplete, Step::Record),
+        Some(_) => quoted_record_end(data, pos, dialect).map_or(Step::Incomplete, Step::Record),
         None => Step::Incomplete,
     }
 }
 
 /// Where the record from `data[start]` ends, after its line break, reading
-/// quotes as `csv_core` does: a quote that begins a field opens a quoted
-/// field, in which a doubled quote is a quote and a single one closes it;
-/// anywhere else a quote is a plain character. `None` when `data` ends first.
-fn quoted_record_end(data: &[u8], start: usize, delimiter: u8) -> Option<usize> {
+/// quotes as `csv_core` does: a quote that begins a field (after the blanks
+/// that `dialect` skips) opens a quoted field, in which a doubled quote is a
+/// quote and a single one closes it; anywhere else a quote is a plain
+/// character. `None` when `data` ends first.
+fn quoted_record_end(data: &[u8], start: usize, dialect: Dialect) -> Option<usize> {
+    let delimiter = dialect.delimiter;
     let mut i = start;
     // At the top of the loop, `data[i]` starts a field.
     loop {
+        i = dialect.field_start(data, i);
         if *data.get(i)? == b'"' {
             let mut j = i + 1;
             i = loop {
@@ -208,6 +247,35 @@ fn quoted_record_end(data: &[u8], start: usize, delimiter: u8) -> Option<usize> 
     }
 }
 
+/// Appends `record` (one whole record, from its first byte) to `out`
+/// without the blanks at the start of its fields, outside quoted text.
+fn drop_initial_blanks(record: &[u8], dialect: Dialect, out: &mut Vec<u8>) {
+    /// Where a byte is in the CSV grammar.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum At {
+        /// At the start of a field: blanks here are dropped.
+        FieldStart,
+        Unquoted,
+        Quoted,
+        /// A quote inside a quoted field: its end, or the first half of `""`.
+        QuoteInQuoted,
+    }
+    let mut at = At::FieldStart;
+    for &b in record {
+        let ends_field = b == dialect.delimiter || b == b'\n' || b == b'\r';
+        at = match at {
+            At::FieldStart if dialect.is_blank(b) => continue,
+            At::FieldStart if b == b'"' => At::Quoted,
+            At::Quoted if b == b'"' => At::QuoteInQuoted,
+            At::Quoted => At::Quoted,
+            At::QuoteInQuoted if b == b'"' => At::Quoted,
+            _ if ends_field => At::FieldStart,
+            _ => At::Unquoted,
+        };
+        out.push(b);
+    }
+}
+
 /// The records of a chunk, one at a time, split into fields.
 pub(crate) struct ChunkRecords<'a> {
     data: &'a [u8],
@@ -215,7 +283,7 @@ pub(crate) struct ChunkRecords<'a> {
     start: usize,
     /// The line of `data[start]`.
     line: u64,
-    delimiter: u8,
+    dialect: Dialect,
     core: csv_core::Reader,
     /// Whether `core` has been given input: on its first call it drops a
     /// byte-order mark at the start of its input, meant for the file's start
@@ -226,6 +294,8 @@ pub(crate) struct ChunkRecords<'a> {
     unescaped: Vec<u8>,
     core_ends: Vec<usize>,
     fields: Vec<(usize, usize)>,
+    /// A quoted record without the blanks its dialect skips, for `csv_core`.
+    blank_free: Vec<u8>,
 }
 
 impl std::fmt::Debug for ChunkRecords<'_> {
@@ -286,18 +356,21 @@ impl<'a> Record<'a> {
 
 impl<'a> ChunkRecords<'a> {
     /// The records of `chunk`, whose first byte is on line `first_line`.
-    pub fn new(chunk: &'a [u8], first_line: u64, delimiter: u8) -> ChunkRecords<'a> {
+    pub fn new(chunk: &'a [u8], first_line: u64, dialect: Dialect) -> ChunkRecords<'a> {
         ChunkRecords {
             data: chunk,
             start: 0,
             line: first_line,
-            delimiter,
-            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            dialect,
+            core: csv_core::ReaderBuilder::new()
+                .delimiter(dialect.delimiter)
+                .build(),
             core_started: false,
             record: Current::None,
             unescaped: vec![0; 256],
             core_ends: vec![0; 64],
             fields: Vec::new(),
+            blank_free: Vec::new(),
         }
     }
 
@@ -326,12 +399,16 @@ impl<'a> ChunkRecords<'a> {
             Some(len) => {
                 let (start, end) = (self.start, self.start + len);
                 self.fields.clear();
+                let line = &self.data[start..end];
                 let mut field_start = 0;
-                for d in memchr::memchr_iter(self.delimiter, &self.data[start..end]) {
-                    self.fields.push((field_start, d));
+                for d in memchr::memchr_iter(self.dialect.delimiter, line) {
+                    // Blanks are never the delimiter: the start is at most `d`.
+                    self.fields
+                        .push((self.dialect.field_start(line, field_start), d));
                     field_start = d + 1;
                 }
-                self.fields.push((field_start, len));
+                self.fields
+                    .push((self.dialect.field_start(line, field_start), len));
                 self.record = Current::Line(start, end);
             }
             None => {
@@ -354,11 +431,28 @@ impl<'a> ChunkRecords<'a> {
 
     /// Reads one record with `csv_core` from `data[start]`, which after a plain
     /// line is where `csv_core` would start its next record too. False at the end.
+    ///
+    /// `csv_core` knows no blanks to skip: for a dialect that skips them, the
+    /// record (found as the splitter found it) goes to `csv_core` without them.
     fn read_with_core(&mut self) -> bool {
-        let (mut out, mut ends) = (0, 0);
+        let skip = self.dialect.skip_initial_blanks;
+        if skip {
+            let end =
+                quoted_record_end(self.data, self.start, self.dialect).unwrap_or(self.data.len());
+            let record = &self.data[self.start..end];
+            self.blank_free.clear();
+            drop_initial_blanks(record, self.dialect, &mut self.blank_free);
+            self.line += memchr::memchr_iter(b'\n', record).count() as u64;
+            self.start = end;
+        }
+        let (mut out, mut ends, mut fed) = (0, 0, 0);
         loop {
-            // Once the chunk is read, empty input tells `csv_core` that it has ended.
-            let mut input = &self.data[self.start..];
+            // Once the input is read, empty input tells `csv_core` that it has ended.
+            let mut input = if skip {
+                &self.blank_free[fed..]
+            } else {
+                &self.data[self.start..]
+            };
             if !self.core_started && !input.is_empty() {
                 input = &input[..1];
                 self.core_started = true;
@@ -368,8 +462,12 @@ impl<'a> ChunkRecords<'a> {
                 &mut self.unescaped[out..],
                 &mut self.core_ends[ends..],
             );
-            self.line += memchr::memchr_iter(b'\n', &input[..read]).count() as u64;
-            self.start += read;
+            if skip {
+                fed += read;
+            } else {
+                self.line += memchr::memchr_iter(b'\n', &input[..read]).count() as u64;
+                self.start += read;
+            }
             out += written;
             ends += ended;
             match result {
@@ -403,16 +501,30 @@ mod tests {
 
     type Records = Vec<(Vec<Vec<u8>>, u64)>;
 
+    fn rfc(delimiter: u8) -> Dialect {
+        Dialect {
+            delimiter,
+            skip_initial_blanks: false,
+        }
+    }
+
+    fn skipping(delimiter: u8) -> Dialect {
+        Dialect {
+            delimiter,
+            skip_initial_blanks: true,
+        }
+    }
+
     /// Every record as its fields and line, read `read_bytes` at a time in
     /// chunks of at most `max_records` records (or about `max_bytes`).
     fn ours(
         text: &[u8],
-        delimiter: u8,
+        dialect: Dialect,
         read_bytes: usize,
         max_records: usize,
         max_bytes: usize,
     ) -> Records {
-        let mut splitter = RecordSplitter::with_read_bytes(text, delimiter, read_bytes);
+        let mut splitter = RecordSplitter::with_read_bytes(text, dialect, read_bytes);
         let mut records = Vec::new();
         let mut spare = None;
         while let Some(chunk) = splitter
@@ -420,7 +532,7 @@ mod tests {
             .unwrap()
         {
             assert!(chunk.records >= 1 && chunk.records <= max_records.max(1));
-            let mut reader = ChunkRecords::new(&chunk.bytes, chunk.first_line, delimiter);
+            let mut reader = ChunkRecords::new(&chunk.bytes, chunk.first_line, dialect);
             let mut count = 0;
             while let Some(record) = reader.read() {
                 let fields = (0..record.len())
@@ -437,17 +549,24 @@ mod tests {
     }
 
     /// All records in one chunk.
-    fn whole(text: &[u8], delimiter: u8) -> Records {
-        ours(text, delimiter, 1 << 20, usize::MAX, usize::MAX)
+    fn whole(text: &[u8], dialect: Dialect) -> Records {
+        ours(text, dialect, 1 << 20, usize::MAX, usize::MAX)
     }
 
-    /// The `csv` crate's records, configured as a site's input is read.
-    fn reference(text: &[u8], delimiter: u8) -> Vec<Vec<Vec<u8>>> {
+    /// The `csv` crate's records, configured as a site's input is read; for
+    /// a dialect that skips blanks, of the text without them (see
+    /// [`without_initial_blanks`]).
+    fn reference(text: &[u8], dialect: Dialect) -> Vec<Vec<Vec<u8>>> {
+        let text = if dialect.skip_initial_blanks {
+            without_initial_blanks(text, dialect.delimiter)
+        } else {
+            text.to_vec()
+        };
         let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
+            .delimiter(dialect.delimiter)
             .has_headers(false)
             .flexible(true)
-            .from_reader(text);
+            .from_reader(text.as_slice());
         reader
             .byte_records()
             .map(|r| r.unwrap().iter().map(<[u8]>::to_vec).collect())
@@ -456,6 +575,96 @@ mod tests {
 
     fn fields_only(records: Records) -> Vec<Vec<Vec<u8>>> {
         records.into_iter().map(|(fields, _)| fields).collect()
+    }
+
+    /// `text` (a whole file) without the spaces and tabs at the start of its
+    /// fields, outside quoted text, written independently of
+    /// [`drop_initial_blanks`] and of record ends: for the `csv` crate to
+    /// read what a dialect that skips blanks reads. It starts with a BOM for
+    /// the `csv` crate to drop, in place of the file's own (a BOM that only
+    /// blanks come before is a field's). A line of blanks only is a record
+    /// of one empty field (as Python reads it), where the `csv` crate would
+    /// skip an empty line: it becomes `""`.
+    fn without_initial_blanks(text: &[u8], delimiter: u8) -> Vec<u8> {
+        let blank = |b: u8| (b == b' ' || b == b'\t') && b != delimiter;
+        let bom = if text.starts_with(BOM) { BOM.len() } else { 0 };
+        let mut out = BOM.to_vec();
+        let (mut field_start, mut record_start) = (true, true);
+        let (mut quoted, mut quote_in_quoted) = (false, false);
+        let mut i = bom;
+        while i < text.len() {
+            let b = text[i];
+            if quoted {
+                if quote_in_quoted && b != b'"' {
+                    // The quoted text has ended: read `b` again outside it.
+                    quoted = false;
+                    quote_in_quoted = false;
+                    continue;
+                }
+                quote_in_quoted = b == b'"' && !quote_in_quoted;
+                out.push(b);
+                i += 1;
+                continue;
+            }
+            if field_start && blank(b) {
+                let run = text[i..].iter().take_while(|&&c| blank(c)).count();
+                let next = text.get(i + run);
+                if record_start && matches!(next, None | Some(b'\n' | b'\r')) {
+                    out.extend_from_slice(b"\"\"");
+                }
+                i += run;
+                continue;
+            }
+            if field_start && b == b'"' {
+                quoted = true;
+            }
+            let line_break = b == b'\n' || b == b'\r';
+            field_start = line_break || b == delimiter;
+            record_start = line_break;
+            out.push(b);
+            i += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn skipped_blanks_let_a_quote_open_a_quoted_field() {
+        let text = b"id, name, note\n1, \"van Dam, Jan\" , x\n 2,\t\"a\"\"b\"\r\n   \n3, \"two\n lines\",d'Hondt \"x\"";
+        let expected: Vec<(Vec<&[u8]>, u64)> = vec![
+            (vec![b"id", b"name", b"note"], 1),
+            // Text after the closing quote is kept, as `csv_core` keeps it.
+            (vec![b"1", b"van Dam, Jan ", b"x"], 2),
+            (vec![b"2", b"a\"b"], 3),
+            (vec![b""], 4),
+            (vec![b"3", b"two\n lines", b"d'Hondt \"x\""], 5),
+        ];
+        let expected: Records = expected
+            .into_iter()
+            .map(|(f, line)| (f.into_iter().map(<[u8]>::to_vec).collect(), line))
+            .collect();
+        assert_eq!(whole(text, skipping(b',')), expected);
+        for (read_bytes, max_records) in [(3, 1), (1, 2), (5, 4)] {
+            assert_eq!(
+                ours(text, skipping(b','), read_bytes, max_records, 1 << 20),
+                expected
+            );
+        }
+        assert_eq!(fields_only(expected), reference(text, skipping(b',')));
+        // A tab delimiter is not a blank; spaces after it are.
+        assert_eq!(
+            fields_only(whole(b"a\t \"b\tc\"\t\td", skipping(b'\t'))),
+            vec![vec![
+                b"a".to_vec(),
+                b"b\tc".to_vec(),
+                Vec::new(),
+                b"d".to_vec()
+            ]]
+        );
+        // Without skipping, RFC 4180: the quote after a blank is a character.
+        assert_eq!(
+            fields_only(whole(b"1, \"a, b\"", rfc(b','))),
+            vec![vec![b"1".to_vec(), b" \"a".to_vec(), b" b\"".to_vec()]]
+        );
     }
 
     #[test]
@@ -472,17 +681,20 @@ mod tests {
             .into_iter()
             .map(|(f, line)| (f.into_iter().map(<[u8]>::to_vec).collect(), line))
             .collect();
-        assert_eq!(whole(text, b','), expected);
+        assert_eq!(whole(text, rfc(b',')), expected);
         for (read_bytes, max_records) in [(4, 1), (1, 2), (7, 3)] {
-            assert_eq!(ours(text, b',', read_bytes, max_records, 1 << 20), expected);
+            assert_eq!(
+                ours(text, rfc(b','), read_bytes, max_records, 1 << 20),
+                expected
+            );
         }
-        assert_eq!(fields_only(expected), reference(text, b','));
+        assert_eq!(fields_only(expected), reference(text, rfc(b',')));
     }
 
     #[test]
     fn chunks_end_at_the_record_or_byte_limit() {
         let text = b"a,b\nc,d\n\ne,f\n\"g\nh\",i\nj,k";
-        let mut splitter = RecordSplitter::new(&text[..], b',');
+        let mut splitter = RecordSplitter::new(&text[..], rfc(b','));
         let mut chunks = Vec::new();
         while let Some(chunk) = splitter.next_chunk(2, 1 << 20, None).unwrap() {
             chunks.push((chunk.bytes, chunk.records, chunk.first_line));
@@ -498,7 +710,7 @@ mod tests {
             .collect();
         assert_eq!(chunks, expected);
         // A byte limit ends a chunk after the record that reaches it.
-        let mut splitter = RecordSplitter::new(&text[..], b',');
+        let mut splitter = RecordSplitter::new(&text[..], rfc(b','));
         let first = splitter.next_chunk(100, 5, None).unwrap().unwrap();
         assert_eq!(
             (first.bytes.as_slice(), first.records),
@@ -509,9 +721,11 @@ mod tests {
     #[test]
     fn empty_input_and_only_line_breaks_have_no_records() {
         for text in [&b""[..], b"\n\r\n\r", b"\xEF\xBB\xBF"] {
-            assert!(whole(text, b',').is_empty(), "{text:?}");
-            assert!(ours(text, b',', 1, 1, 1).is_empty(), "{text:?}");
-            assert!(reference(text, b',').is_empty());
+            for dialect in [rfc(b','), skipping(b',')] {
+                assert!(whole(text, dialect).is_empty(), "{text:?}");
+                assert!(ours(text, dialect, 1, 1, 1).is_empty(), "{text:?}");
+                assert!(reference(text, dialect).is_empty());
+            }
         }
     }
 
@@ -530,7 +744,7 @@ mod tests {
 
         /// Random text of delimiters, quotes, line breaks, spaces, a BOM and
         /// multi-byte letters: the same records as the `csv` crate's, on the
-        /// same lines, whatever the reads and chunks.
+        /// same lines, whatever the reads and chunks; skipping blanks or not.
         #[test]
         fn same_records_as_the_csv_crate(
             pieces in prop::collection::vec(
@@ -540,19 +754,21 @@ mod tests {
                 0..60,
             ),
             delimiter in prop::sample::select(vec![b',', b';', b'\t']),
+            skip_initial_blanks in any::<bool>(),
             read_bytes in 1usize..40,
             max_records in 1usize..5,
             max_bytes in 1usize..30,
         ) {
             let text = pieces.concat();
-            let all = whole(text.as_bytes(), delimiter);
+            let dialect = Dialect { delimiter, skip_initial_blanks };
+            let all = whole(text.as_bytes(), dialect);
             for (fields, line) in &all {
                 prop_assert!(*line >= 1);
                 prop_assert!(!fields.is_empty());
             }
-            let chunked = ours(text.as_bytes(), delimiter, read_bytes, max_records, max_bytes);
+            let chunked = ours(text.as_bytes(), dialect, read_bytes, max_records, max_bytes);
             prop_assert_eq!(&chunked, &all);
-            prop_assert_eq!(fields_only(all), reference(text.as_bytes(), delimiter));
+            prop_assert_eq!(fields_only(all), reference(text.as_bytes(), dialect));
         }
     }
 }

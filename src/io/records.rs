@@ -32,7 +32,9 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::csv_lines::{ChunkRecords, RawChunk, Record, RecordSplitter, is_valid_delimiter};
+use super::csv_lines::{
+    ChunkRecords, Dialect, RawChunk, Record, RecordSplitter, is_valid_delimiter,
+};
 
 /// Rows per batch unless the caller asks otherwise. An encode run makes each
 /// batch one Parquet row group; larger batches made the run slower (their
@@ -69,6 +71,10 @@ pub struct CsvOptions {
     /// The field separator (one byte).
     pub delimiter: u8,
     /// Trim leading and trailing whitespace of every field (default `true`).
+    /// Trimming also lets a quote after blanks open a quoted field, as
+    /// Febrl-style files (`a, "b, c"`) need; without it, a quote opens a
+    /// quoted field only right after the delimiter (RFC 4180), and every
+    /// other byte is kept.
     pub trim: bool,
 }
 
@@ -126,8 +132,8 @@ pub enum RecordsError {
     #[error(
         "{path}: CSV row {row} (line {line}) has {found} fields but the header has {expected}{}",
         if *quote_after_blank {
-            "; a quote after a blank (`, \"a, b\"`) does not open a quoted field, so the \
-             delimiters inside it count: write `,\"a, b\"`"
+            "; without trimming, a quote after a blank (`, \"a, b\"`) does not open a quoted \
+             field, so the delimiters inside it count: write `,\"a, b\"`, or trim the fields"
         } else {
             ""
         }
@@ -234,6 +240,8 @@ pub struct Batch {
     /// `ends[row * width + col]`: the end of that value in `text`, with
     /// [`NULL`] set when it is null.
     ends: Vec<u32>,
+    /// The line each row starts on, for CSV input (empty for Parquet).
+    lines: Vec<u64>,
 }
 
 /// The flag of a null value in [`Batch::ends`].
@@ -259,6 +267,12 @@ impl Batch {
         self.first_row + row as u64
     }
 
+    /// The line of the CSV file (from 1) that row `row` of this batch starts
+    /// on; `None` for Parquet input.
+    pub fn line(&self, row: usize) -> Option<u64> {
+        self.lines.get(row).copied()
+    }
+
     /// The value of selected column `col` (index into the selection) in row
     /// `row` of this batch; `None` when it is null.
     ///
@@ -280,6 +294,7 @@ impl Batch {
         let mut batch = spare.unwrap_or_default();
         batch.text.clear();
         batch.ends.clear();
+        batch.lines.clear();
         batch.rows = 0;
         batch.width = width;
         batch.first_row = first_row;
@@ -391,20 +406,23 @@ impl RecordReader {
             path: path.to_path_buf(),
             source,
         };
-        let delimiter = options.csv.delimiter;
-        if format == InputFormat::Csv && !is_valid_delimiter(delimiter) {
+        let dialect = Dialect {
+            delimiter: options.csv.delimiter,
+            skip_initial_blanks: options.csv.trim,
+        };
+        if format == InputFormat::Csv && !is_valid_delimiter(dialect.delimiter) {
             return Err(RecordsError::Delimiter {
-                delimiter: char::from(delimiter),
+                delimiter: char::from(dialect.delimiter),
             });
         }
         let file = File::open(path).map_err(open_err)?;
         let (columns, source) = match format {
             InputFormat::Csv => {
                 let bytes_total = file.metadata().map_err(open_err)?.len();
-                let mut splitter = RecordSplitter::new(file, delimiter);
+                let mut splitter = RecordSplitter::new(file, dialect);
                 let header = match splitter.next_chunk(1, usize::MAX, None) {
                     Ok(Some(chunk)) => {
-                        let mut records = ChunkRecords::new(&chunk.bytes, 1, delimiter);
+                        let mut records = ChunkRecords::new(&chunk.bytes, 1, dialect);
                         let header = records.read().expect("a chunk has a record");
                         (0..header.len())
                             .map(|i| header.field(i).to_vec())
@@ -452,7 +470,7 @@ impl RecordReader {
             names: columns.clone(),
             selected: (0..columns.len()).collect(),
             trim: options.csv.trim,
-            delimiter,
+            dialect,
         };
         Ok(RecordReader {
             path: path.to_path_buf(),
@@ -707,7 +725,7 @@ pub struct ChunkParser {
     names: Vec<String>,
     selected: Vec<usize>,
     trim: bool,
-    delimiter: u8,
+    dialect: Dialect,
 }
 
 /// A [`CsvChunk`] being read by [`ChunkParser::next_batch`].
@@ -736,7 +754,7 @@ impl ChunkParser {
     /// `chunk`'s records, for [`ChunkParser::next_batch`] to read a few at a time.
     pub fn rows<'a>(&self, chunk: &'a CsvChunk) -> ChunkRows<'a> {
         ChunkRows {
-            records: ChunkRecords::new(&chunk.raw.bytes, chunk.raw.first_line, self.delimiter),
+            records: ChunkRecords::new(&chunk.raw.bytes, chunk.raw.first_line, self.dialect),
             next_row: chunk.first_row,
         }
     }
@@ -765,7 +783,8 @@ impl ChunkParser {
                     line: record.line(),
                     expected: self.names.len() as u64,
                     found: record.len() as u64,
-                    quote_after_blank: quote_after_blank(&record),
+                    // Trimming reads such a quote as opening a quoted field.
+                    quote_after_blank: !self.trim && quote_after_blank(&record),
                 });
             }
             let invalid = |c: usize| RecordsError::InvalidUtf8 {
@@ -786,6 +805,7 @@ impl ChunkParser {
                 .ok_or_else(|| invalid(c))?;
                 batch.push(Some(if self.trim { trim_field(value) } else { value }));
             }
+            batch.lines.push(record.line());
             batch.rows += 1;
         }
         rows.next_row += batch.rows as u64;
@@ -1121,11 +1141,33 @@ mod tests {
 
     /// The error of reading the first batch of a CSV file of `text`.
     fn first_error(text: impl AsRef<[u8]>) -> RecordsError {
+        first_error_with(text, &ReadOptions::default())
+    }
+
+    fn first_error_with(text: impl AsRef<[u8]>, options: &ReadOptions) -> RecordsError {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
         std::fs::write(&path, text).unwrap();
-        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
+        let mut reader = RecordReader::open(&path, options).unwrap();
         reader.next_batch().unwrap_err()
+    }
+
+    /// Every row of a CSV text, read with `options`, with the line it starts on.
+    fn rows_with(text: &str, options: &ReadOptions) -> Vec<(Vec<Option<String>>, Option<u64>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut reader = RecordReader::open(&path, options).unwrap();
+        let mut rows = Vec::new();
+        while let Some(batch) = reader.next_batch().unwrap() {
+            for row in 0..batch.len() {
+                let values = (0..reader.selected.len())
+                    .map(|c| batch.get(row, c).map(str::to_owned))
+                    .collect();
+                rows.push((values, batch.line(row)));
+            }
+        }
+        rows
     }
 
     #[test]
@@ -1159,8 +1201,28 @@ mod tests {
     }
 
     #[test]
-    fn a_quote_after_a_blank_is_named_as_the_likely_cause() {
-        let err = first_error("id, name, note\n1, \"van dijk, jr\", x\n");
+    fn a_quote_after_a_blank_opens_a_quoted_field_when_trimming() {
+        let text = "id, name, note\n1, \"van dijk, jr\", x\n2,\"a\nb\" , y\n";
+        let some = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+        assert_eq!(
+            rows_with(text, &ReadOptions::default()),
+            vec![
+                (some(&["1", "van dijk, jr", "x"]), Some(2)),
+                (some(&["2", "a\nb", "y"]), Some(3)),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_trimming_a_quote_after_a_blank_is_named_as_the_likely_cause() {
+        let keep = ReadOptions {
+            csv: CsvOptions {
+                trim: false,
+                ..CsvOptions::default()
+            },
+            ..ReadOptions::default()
+        };
+        let err = first_error_with("id, name, note\n1, \"van dijk, jr\", x\n", &keep);
         assert!(
             matches!(
                 err,
@@ -1173,13 +1235,13 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("write `,\"a, b\"`"), "{err}");
-        // Quoted right after the delimiter: read as one field.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.csv");
-        std::fs::write(&path, "id, name, note\n1,\"van dijk, jr\", x\n").unwrap();
-        let mut reader = RecordReader::open(&path, &ReadOptions::default()).unwrap();
-        let batch = reader.next_batch().unwrap().unwrap();
-        assert_eq!(batch.get(0, 1), Some("van dijk, jr"));
+        // Quoted right after the delimiter: one field, its blanks kept.
+        let text = "id, name, note\n1,\"van dijk, jr\", x\n";
+        let some = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+        assert_eq!(
+            rows_with(text, &keep),
+            vec![(some(&["1", "van dijk, jr", " x"]), Some(2))]
+        );
     }
 
     #[test]
