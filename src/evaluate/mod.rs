@@ -28,6 +28,7 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::slice::ParallelSliceMut;
 
+use crate::io::records::{InputFormat, ReadOptions, RecordReader, RecordsError};
 use crate::io::table::TableError;
 use crate::release::{ColumnError, ReleaseError, RowRef, read_entities};
 
@@ -60,13 +61,10 @@ pub enum EvaluateError {
     /// A pair of a record with itself.
     #[error("{path}, {at}: a record paired with itself")]
     SelfPair { path: PathBuf, at: RowRef },
-    /// A CSV file that cannot be parsed.
-    #[error("{path}, {at}: {message}")]
-    Csv {
-        path: PathBuf,
-        at: RowRef,
-        message: String,
-    },
+    /// A truth CSV that cannot be read: a row with the wrong number of
+    /// fields, a value that is not UTF-8, no header.
+    #[error(transparent)]
+    Records(#[from] RecordsError),
     /// The truth CSV header lacks the id columns, or has one site column only.
     #[error(
         "{path}: {problem}; a truth file has the columns id_a, id_b, and optionally site_a, site_b"
@@ -799,30 +797,18 @@ fn read_truth_csv(
     path: &Path,
     records: &mut Records,
 ) -> Result<(FxHashSet<u64>, usize), EvaluateError> {
-    let file = std::fs::File::open(path).map_err(TableError::io(path))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(file));
-    let csv_error = |e: csv::Error| EvaluateError::Csv {
-        path: path.to_path_buf(),
-        at: RowRef::Line(e.position().map_or(1, |p| p.line())),
-        message: match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => format!("expected {expected_len} fields as in the header, found {len}"),
-            _ => e.to_string(),
-        },
+    // Read as a site's input is: trimmed, quotes after blanks open quoted fields.
+    let options = ReadOptions {
+        format: Some(InputFormat::Csv),
+        ..ReadOptions::default()
     };
-    let header = reader.headers().map_err(csv_error)?.clone();
+    let mut reader = RecordReader::open(path, &options)?;
+    let header = reader.columns().to_vec();
     let find = |name: &str| header.iter().position(|h| h == name);
     let (Some(col_a), Some(col_b)) = (find("id_a"), find("id_b")) else {
         return Err(EvaluateError::TruthColumns {
             path: path.to_path_buf(),
-            problem: format!(
-                "the header is {:?}",
-                header.iter().collect::<Vec<_>>().join(",")
-            ),
+            problem: format!("the header is {:?}", header.join(",")),
         });
     };
     let site_cols = match (find("site_a"), find("site_b")) {
@@ -853,38 +839,40 @@ fn read_truth_csv(
 
     let mut truth = FxHashSet::default();
     let mut found = 0;
-    let mut record = csv::StringRecord::new();
-    while reader.read_record(&mut record).map_err(csv_error)? {
-        let at = RowRef::Line(record.position().map_or(0, |p| p.line()));
-        let field = |col: usize, name: &str| -> Result<String, EvaluateError> {
-            match record.get(col) {
-                Some(v) if !v.is_empty() => Ok(v.to_owned()),
-                _ => Err(ColumnError::MissingValue {
+    while let Some(batch) = reader.next_batch()? {
+        for row in 0..batch.len() {
+            let at = RowRef::Line(batch.line(row).expect("CSV rows have lines"));
+            let field = |col: usize, name: &str| -> Result<String, EvaluateError> {
+                match batch.get(row, col) {
+                    Some(v) if !v.is_empty() => Ok(v.to_owned()),
+                    _ => Err(ColumnError::MissingValue {
+                        path: path.to_path_buf(),
+                        at,
+                        column: name.to_owned(),
+                    }
+                    .into()),
+                }
+            };
+            let (site_a, site_b) = match (site_cols, &default_sites) {
+                (Some((a, b)), _) => (field(a, "site_a")?, field(b, "site_b")?),
+                (None, Some((a, b))) => (a.clone(), b.clone()),
+                (None, None) => unreachable!("sites are resolved above"),
+            };
+            let (id_a, id_b) = (field(col_a, "id_a")?, field(col_b, "id_b")?);
+            found += usize::from(records.get(&site_a, &id_a).is_some())
+                + usize::from(records.get(&site_b, &id_b).is_some());
+            let a = records.resolve(path, at, &site_a, &id_a)?;
+            let b = records.resolve(path, at, &site_b, &id_b)?;
+            if a == b {
+                return Err(EvaluateError::SelfPair {
                     path: path.to_path_buf(),
                     at,
-                    column: name.to_owned(),
-                }
-                .into()),
+                });
             }
-        };
-        let (site_a, site_b) = match (site_cols, &default_sites) {
-            (Some((a, b)), _) => (field(a, "site_a")?, field(b, "site_b")?),
-            (None, Some((a, b))) => (a.clone(), b.clone()),
-            (None, None) => unreachable!("sites are resolved above"),
-        };
-        let (id_a, id_b) = (field(col_a, "id_a")?, field(col_b, "id_b")?);
-        found += usize::from(records.get(&site_a, &id_a).is_some())
-            + usize::from(records.get(&site_b, &id_b).is_some());
-        let a = records.resolve(path, at, &site_a, &id_a)?;
-        let b = records.resolve(path, at, &site_b, &id_b)?;
-        if a == b {
-            return Err(EvaluateError::SelfPair {
-                path: path.to_path_buf(),
-                at,
-            });
+            // A pair listed twice is still one true pair.
+            truth.insert(pair_key(a, b));
         }
-        // A pair listed twice is still one true pair.
-        truth.insert(pair_key(a, b));
+        reader.recycle(batch);
     }
     Ok((truth, found))
 }

@@ -140,13 +140,10 @@ pub enum ReleaseError {
         expected: String,
         found: String,
     },
-    /// A CSV file that cannot be parsed.
-    #[error("{path}, {at}: {message}")]
-    Csv {
-        path: PathBuf,
-        at: RowRef,
-        message: String,
-    },
+    /// A CSV payload that cannot be read: a row with the wrong number of
+    /// fields, a value that is not UTF-8, no header.
+    #[error(transparent)]
+    Records(#[from] crate::io::records::RecordsError),
     /// A header names the same column twice, or names none.
     #[error("{path}: the header has {problem}")]
     BadHeader { path: PathBuf, problem: String },

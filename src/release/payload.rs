@@ -11,6 +11,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 
 use super::{ColumnError, ReleaseError, RowRef};
+use crate::io::records::{CsvOptions, InputFormat, ReadOptions, RecordReader};
 use crate::io::table::{self, TableError};
 
 /// How a payload file is read.
@@ -76,44 +77,19 @@ pub(crate) fn read(
 type Read = (RecordBatch, Vec<String>, Option<Vec<u64>>);
 
 fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, ReleaseError> {
-    let file = std::fs::File::open(path).map_err(TableError::io(path))?;
-    // csv strips a UTF-8 byte order mark and checks that every row has as
-    // many fields as the header. It only sees a quote at the very start of a
-    // field, so Febrl-style `, "a, b"` needs the spaces after the delimiter
-    // skipped first (Python's `skipinitialspace`); Trim::All removes the rest.
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(SkipInitialSpace::new(
-            std::io::BufReader::new(file),
+    // Read as a site's input is: a byte order mark dropped, every row with
+    // as many fields as the header, UTF-8, fields trimmed, and so Febrl-style
+    // `, "a, b"` one quoted field.
+    let options = ReadOptions {
+        format: Some(InputFormat::Csv),
+        csv: CsvOptions {
             delimiter,
-        ));
-    let csv_error = |e: csv::Error| {
-        let at = RowRef::Line(e.position().map_or(1, |p| p.line()));
-        let message = match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => format!("expected {expected_len} fields as in the header, found {len}"),
-            csv::ErrorKind::Utf8 { err, .. } => format!(
-                "field {} is not valid UTF-8 (the payload must be UTF-8)",
-                err.field() + 1
-            ),
-            csv::ErrorKind::Io(err) => err.to_string(),
-            _ => e.to_string(),
-        };
-        ReleaseError::Csv {
-            path: path.to_path_buf(),
-            at,
-            message,
-        }
+            trim: true,
+        },
+        ..ReadOptions::default()
     };
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(csv_error)?
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let mut reader = RecordReader::open(path, &options)?;
+    let header = reader.columns().to_vec();
     check_header(path, &header)?;
     let id_index =
         header
@@ -129,27 +105,28 @@ fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, Release
     let mut builders: Vec<StringBuilder> = header.iter().map(|_| StringBuilder::new()).collect();
     let mut ids = Vec::new();
     let mut lines = Vec::new();
-    let mut record = csv::StringRecord::new();
-    while reader.read_record(&mut record).map_err(csv_error)? {
-        let line = record.position().map_or(0, |p| p.line());
-        for (builder, field) in builders.iter_mut().zip(record.iter()) {
-            if field.is_empty() {
-                builder.append_null();
-            } else {
-                builder.append_value(field);
+    while let Some(batch) = reader.next_batch()? {
+        for row in 0..batch.len() {
+            let line = batch.line(row).expect("CSV rows have lines");
+            for (col, builder) in builders.iter_mut().enumerate() {
+                match batch.get(row, col) {
+                    Some(value) if !value.is_empty() => builder.append_value(value),
+                    _ => builder.append_null(),
+                }
             }
-        }
-        let id = &record[id_index];
-        if id.is_empty() {
-            return Err(ColumnError::MissingValue {
-                path: path.to_path_buf(),
-                at: RowRef::Line(line),
-                column: id_column.to_owned(),
+            let id = batch.get(row, id_index).unwrap_or_default();
+            if id.is_empty() {
+                return Err(ColumnError::MissingValue {
+                    path: path.to_path_buf(),
+                    at: RowRef::Line(line),
+                    column: id_column.to_owned(),
+                }
+                .into());
             }
-            .into());
+            ids.push(id.to_owned());
+            lines.push(line);
         }
-        ids.push(id.to_owned());
-        lines.push(line);
+        reader.recycle(batch);
     }
     let fields: Vec<Field> = header
         .iter()
@@ -167,86 +144,6 @@ fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, Release
             }
         })?;
     Ok((batch, ids, Some(lines)))
-}
-
-/// Where [`SkipInitialSpace`] is in the CSV grammar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field0 {
-    /// At the start of a field: blanks here are dropped.
-    Start,
-    /// Inside an unquoted field.
-    Unquoted,
-    /// Inside a quoted field.
-    Quoted,
-    /// A quote inside a quoted field: the end of it, or the first half of `""`.
-    QuoteInQuoted,
-}
-
-/// A reader that drops spaces and tabs at the start of every unquoted field,
-/// outside quoted text, and passes every other byte through.
-struct SkipInitialSpace<R> {
-    inner: R,
-    delimiter: u8,
-    state: Field0,
-    /// Bytes of a leading UTF-8 byte order mark still to pass by.
-    bom_seen: usize,
-}
-
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-impl<R> SkipInitialSpace<R> {
-    fn new(inner: R, delimiter: u8) -> Self {
-        SkipInitialSpace {
-            inner,
-            delimiter,
-            state: Field0::Start,
-            bom_seen: 0,
-        }
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for SkipInitialSpace<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let n = self.inner.read(buf)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            let mut kept = 0;
-            for i in 0..n {
-                let b = buf[i];
-                // A byte order mark is not part of the first field.
-                if self.bom_seen < BOM.len() {
-                    if b == BOM[self.bom_seen] && self.state == Field0::Start {
-                        self.bom_seen += 1;
-                        buf[kept] = b;
-                        kept += 1;
-                        continue;
-                    }
-                    self.bom_seen = BOM.len();
-                }
-                let is_blank = (b == b' ' || b == b'\t') && b != self.delimiter;
-                let ends_field = b == self.delimiter || b == b'\n' || b == b'\r';
-                let (keep, next) = match self.state {
-                    Field0::Start if is_blank => (false, Field0::Start),
-                    Field0::Start if b == b'"' => (true, Field0::Quoted),
-                    Field0::Quoted if b == b'"' => (true, Field0::QuoteInQuoted),
-                    Field0::Quoted => (true, Field0::Quoted),
-                    Field0::QuoteInQuoted if b == b'"' => (true, Field0::Quoted),
-                    _ if ends_field => (true, Field0::Start),
-                    _ => (true, Field0::Unquoted),
-                };
-                self.state = next;
-                if keep {
-                    buf[kept] = b;
-                    kept += 1;
-                }
-            }
-            if kept > 0 {
-                return Ok(kept);
-            }
-        }
-    }
 }
 
 fn check_header(path: &Path, header: &[String]) -> Result<(), ReleaseError> {
@@ -331,7 +228,7 @@ fn read_parquet(path: &Path, id_column: &str) -> Result<Read, ReleaseError> {
 mod tests {
     use super::*;
 
-    fn csv_payload(text: &str) -> Result<Payload, ReleaseError> {
+    fn csv_payload(text: impl AsRef<[u8]>) -> Result<Payload, ReleaseError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.csv");
         std::fs::write(&path, text).unwrap();
@@ -364,22 +261,6 @@ mod tests {
     }
 
     #[test]
-    fn skip_initial_space_leaves_quoted_text_alone() {
-        use std::io::Read;
-        let input = "a, b,  \"x, \"\" y\", \"q\"  ,\t z\n c, d";
-        let mut out = String::new();
-        SkipInitialSpace::new(input.as_bytes(), b',')
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out, "a,b,\"x, \"\" y\",\"q\"  ,z\nc,d");
-        let mut tabs = String::new();
-        SkipInitialSpace::new("a\t b\t\tc".as_bytes(), b'\t')
-            .read_to_string(&mut tabs)
-            .unwrap();
-        assert_eq!(tabs, "a\tb\t\tc");
-    }
-
-    #[test]
     fn csv_duplicate_ids_name_both_lines() {
         let err = csv_payload("rec_id,w\nr1,1\nr2,2\nr1,3\n").err().unwrap();
         let text = err.to_string();
@@ -387,6 +268,12 @@ mod tests {
             text.contains("line 4") && text.contains("line 2") && text.contains("\"r1\""),
             "{text}"
         );
+        // Lines as an editor counts them, past a quoted line break.
+        let err = csv_payload("rec_id, note\nr1, \"a\nb\"\nr1, c\n")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.contains("line 4") && text.contains("line 2"), "{text}");
     }
 
     #[test]
@@ -394,7 +281,17 @@ mod tests {
         let err = csv_payload("rec_id,w\nr1,1\nr2\n").err().unwrap();
         let text = err.to_string();
         assert!(
-            text.contains("line 3") && text.contains("expected 2 fields"),
+            text.contains("line 3") && text.contains("has 1 fields but the header has 2"),
+            "{text}"
+        );
+        let err = csv_payload(b"rec_id, note\nr1, ok\nr2, bad\xff\n")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("line 3")
+                && text.contains("\"note\"")
+                && text.contains("not valid UTF-8"),
             "{text}"
         );
     }

@@ -302,8 +302,11 @@ fn bom_quotes_and_custom_delimiter_give_the_same_clks() {
         let fields: Vec<String> = row
             .iter()
             .enumerate()
-            // Quote every other field, with whitespace inside the quotes on data rows.
+            // Quote every other field, with whitespace inside the quotes on
+            // data rows, and on every other row a blank before the quote
+            // (Febrl-style `; "a"`, which trimming reads as quoted too).
             .map(|(j, f)| match (i > 0, j % 2) {
+                (true, 0) if i % 2 == 0 => format!(" \"  {f} \""),
                 (true, 0) => format!("\"  {f} \""),
                 (false, 0) => format!("\"{f}\""),
                 _ => format!(" {f}"),
