@@ -627,6 +627,23 @@ mod tests {
         out
     }
 
+    /// `text` has the `expected` records (fields and lines), read whole, a
+    /// few bytes and records at a time, and by the `csv` crate.
+    fn assert_records(text: &[u8], dialect: Dialect, expected: Vec<(Vec<&[u8]>, u64)>) {
+        let expected: Records = expected
+            .into_iter()
+            .map(|(f, line)| (f.into_iter().map(<[u8]>::to_vec).collect(), line))
+            .collect();
+        assert_eq!(whole(text, dialect), expected);
+        for (read_bytes, max_records) in [(4, 1), (1, 2), (7, 3)] {
+            assert_eq!(
+                ours(text, dialect, read_bytes, max_records, 1 << 20),
+                expected
+            );
+        }
+        assert_eq!(fields_only(expected), reference(text, dialect));
+    }
+
     #[test]
     fn skipped_blanks_let_a_quote_open_a_quoted_field() {
         let text = b"id, name, note\n1, \"van Dam, Jan\" , x\n 2,\t\"a\"\"b\"\r\n   \n3, \"two\n lines\",d'Hondt \"x\"";
@@ -638,18 +655,7 @@ mod tests {
             (vec![b""], 4),
             (vec![b"3", b"two\n lines", b"d'Hondt \"x\""], 5),
         ];
-        let expected: Records = expected
-            .into_iter()
-            .map(|(f, line)| (f.into_iter().map(<[u8]>::to_vec).collect(), line))
-            .collect();
-        assert_eq!(whole(text, skipping(b',')), expected);
-        for (read_bytes, max_records) in [(3, 1), (1, 2), (5, 4)] {
-            assert_eq!(
-                ours(text, skipping(b','), read_bytes, max_records, 1 << 20),
-                expected
-            );
-        }
-        assert_eq!(fields_only(expected), reference(text, skipping(b',')));
+        assert_records(text, skipping(b','), expected);
         // A tab delimiter is not a blank; spaces after it are.
         assert_eq!(
             fields_only(whole(b"a\t \"b\tc\"\t\td", skipping(b'\t'))),
@@ -677,18 +683,7 @@ mod tests {
             (vec![b"3", b"say \"hi\"", b"x"], 6),
             (vec![b"4", b"d'Hondt"], 6),
         ];
-        let expected: Records = expected
-            .into_iter()
-            .map(|(f, line)| (f.into_iter().map(<[u8]>::to_vec).collect(), line))
-            .collect();
-        assert_eq!(whole(text, rfc(b',')), expected);
-        for (read_bytes, max_records) in [(4, 1), (1, 2), (7, 3)] {
-            assert_eq!(
-                ours(text, rfc(b','), read_bytes, max_records, 1 << 20),
-                expected
-            );
-        }
-        assert_eq!(fields_only(expected), reference(text, rfc(b',')));
+        assert_records(text, rfc(b','), expected);
     }
 
     #[test]
