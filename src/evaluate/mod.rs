@@ -666,24 +666,17 @@ fn read_scored_pairs(
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?;
     let schema = builder.schema().clone();
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    for (column, expected) in [
-        ("site_a", "Utf8 strings"),
-        ("id_a", "Utf8 strings"),
-        ("site_b", "Utf8 strings"),
-        ("id_b", "Utf8 strings"),
-        ("score", "Float32"),
-    ] {
-        if schema.column_with_name(column).is_none() {
-            return Err(ColumnError::MissingColumn {
-                path: path.to_path_buf(),
-                column: column.to_owned(),
-                expected,
-                found: names,
-            }
-            .into());
-        }
-    }
+    ColumnError::require_columns(
+        path,
+        &schema,
+        &[
+            ("site_a", "Utf8 strings"),
+            ("id_a", "Utf8 strings"),
+            ("site_b", "Utf8 strings"),
+            ("id_b", "Utf8 strings"),
+            ("score", "Float32"),
+        ],
+    )?;
     let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
     let reader = builder
         .with_batch_size(BATCH_ROWS)

@@ -42,22 +42,15 @@ impl EntityTable {
 /// [`ReleaseError`] naming the file, the row and the column.
 pub fn read_entities(path: &Path) -> Result<EntityTable, ReleaseError> {
     let (schema, batches, metadata) = table::read_batches(path)?;
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    for (column, expected) in [
-        ("entity_id", "Int64"),
-        ("site", "Utf8 strings"),
-        ("id", "Utf8 strings"),
-    ] {
-        if schema.column_with_name(column).is_none() {
-            return Err(ColumnError::MissingColumn {
-                path: path.to_path_buf(),
-                column: column.to_owned(),
-                expected,
-                found: names,
-            }
-            .into());
-        }
-    }
+    ColumnError::require_columns(
+        path,
+        &schema,
+        &[
+            ("entity_id", "Int64"),
+            ("site", "Utf8 strings"),
+            ("id", "Utf8 strings"),
+        ],
+    )?;
     let mut out = EntityTable {
         metadata,
         ..EntityTable::default()

@@ -78,6 +78,32 @@ pub enum ColumnError {
     },
 }
 
+impl ColumnError {
+    /// Checks that `schema` has every one of `columns` (a name, and what the
+    /// column must hold, for the error that lists the columns there are).
+    ///
+    /// # Errors
+    /// [`ColumnError::MissingColumn`] for the first one absent.
+    pub(crate) fn require_columns(
+        path: &Path,
+        schema: &ArrowSchema,
+        columns: &[(&str, &'static str)],
+    ) -> Result<(), ColumnError> {
+        match columns
+            .iter()
+            .find(|(name, _)| schema.column_with_name(name).is_none())
+        {
+            None => Ok(()),
+            Some(&(column, expected)) => Err(ColumnError::MissingColumn {
+                path: path.to_path_buf(),
+                column: column.to_owned(),
+                expected,
+                found: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            }),
+        }
+    }
+}
+
 /// Why a split or a release was refused. Every variant names the file and,
 /// where there is one, the row and the column.
 #[derive(Debug, thiserror::Error)]
@@ -548,6 +574,26 @@ fn refuse_output_over_input(options: &ReleaseOptions) -> Result<(), ReleaseError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn require_columns_names_the_first_absent_one_and_those_there_are() {
+        let schema = ArrowSchema::new(vec![
+            Field::new("site", DataType::Utf8, false),
+            Field::new("id", DataType::Utf8, false),
+        ]);
+        let path = Path::new("e.parquet");
+        ColumnError::require_columns(path, &schema, &[("id", "Utf8"), ("site", "Utf8")]).unwrap();
+        let err = ColumnError::require_columns(
+            path,
+            &schema,
+            &[("site", "Utf8"), ("entity_id", "Int64"), ("x", "Utf8")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "e.parquet has no column `entity_id` (expected Int64); it has: site, id"
+        );
+    }
 
     fn batch_with(names: &[&str]) -> RecordBatch {
         let fields: Vec<Field> = names
