@@ -66,3 +66,33 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(args),
     }
 }
+
+/// A `--delimiter`: one ASCII character, or `tab`.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        "\"" | "\r" | "\n" => Err(format!(
+            "{s:?} cannot be the delimiter: quotes and line breaks have their own meaning in CSV"
+        )),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!(
+            "{s:?} is not a single ASCII character (use `tab` for a tab)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter(";"), Ok(b';'));
+        assert_eq!(parse_delimiter("tab"), Ok(b'\t'));
+        assert_eq!(parse_delimiter("\\t"), Ok(b'\t'));
+        assert!(parse_delimiter(";;").is_err());
+        assert!(parse_delimiter("é").is_err());
+        assert!(parse_delimiter("\"").is_err());
+        assert!(parse_delimiter("\n").is_err());
+    }
+}

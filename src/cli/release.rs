@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use pprl::io::records::default_delimiter;
 use pprl::release::{PayloadFormat, ReleaseError, ReleaseOptions};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -25,8 +26,8 @@ pub struct ReleaseArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     payload_format: Option<FormatArg>,
     /// CSV field delimiter: one character, or `tab` [default: tab for .tsv, `,` otherwise].
-    #[arg(long, value_name = "CHAR")]
-    delimiter: Option<String>,
+    #[arg(long, value_parser = super::parse_delimiter, value_name = "CHAR")]
+    delimiter: Option<u8>,
     /// Payload column holding the site's record id (the ids that were encoded).
     #[arg(long, value_name = "NAME")]
     id_column: String,
@@ -70,17 +71,9 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     };
     let mut options = ReleaseOptions::new(&args.map, &args.payload, &args.id_column, &args.output);
     options.payload_format = payload_format;
-    options.csv_delimiter = match &args.delimiter {
-        Some(text) => delimiter(text)?,
-        None if args
-            .payload
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("tsv")) =>
-        {
-            b'\t'
-        }
-        None => b',',
-    };
+    options.csv_delimiter = args
+        .delimiter
+        .unwrap_or_else(|| default_delimiter(&args.payload));
     options.identifying_columns = schema
         .identifying_columns()
         .into_iter()
@@ -141,12 +134,4 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn delimiter(text: &str) -> anyhow::Result<u8> {
-    match text {
-        "tab" | "\\t" | "\t" => Ok(b'\t'),
-        _ if text.len() == 1 && text.is_ascii() => Ok(text.as_bytes()[0]),
-        _ => bail!("--delimiter must be one ASCII character or `tab`, not {text:?}"),
-    }
 }

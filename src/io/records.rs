@@ -65,6 +65,14 @@ impl InputFormat {
     }
 }
 
+/// The delimiter a CSV file's extension implies: a tab for `.tsv`, else a comma.
+pub fn default_delimiter(path: &Path) -> u8 {
+    let tsv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+    if tsv { b'\t' } else { b',' }
+}
+
 /// How CSV input is parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {

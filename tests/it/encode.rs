@@ -357,6 +357,32 @@ fn bom_quotes_and_custom_delimiter_give_the_same_clks() {
 }
 
 #[test]
+fn a_tsv_file_is_read_with_tabs_by_default() {
+    let dir = temp_dir();
+    let secret = clkhash_secret(dir.path());
+    let text: String = first200_rows()
+        .iter()
+        .map(|row| row.join("\t") + "\n")
+        .collect();
+    let input = dir.path().join("records.tsv");
+    std::fs::write(&input, text).unwrap();
+    let output = dir.path().join("out.json");
+    run_ok(with(
+        encode_args(
+            &fixture("clkhash_v3_blake.schema.json"),
+            &secret,
+            &input,
+            &output,
+        ),
+        &["--format", "clkhash-json"],
+    ));
+    assert_eq!(
+        json_clks(&output),
+        reference_clks("clkhash_v3_blake.clks.json")
+    );
+}
+
+#[test]
 fn parquet_input_gives_the_same_clks_as_csv() {
     let dir = temp_dir();
     let secret = clkhash_secret(dir.path());
