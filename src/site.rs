@@ -54,6 +54,7 @@ use crate::io::atomic::AtomicFile;
 use crate::io::clk_file::{self, keys};
 use crate::io::records::{
     Batch, Chunk, ChunkParser, CsvChunk, ReadOptions, ReadPosition, RecordReader, RecordsError,
+    likely_delimiter,
 };
 use crate::io::table;
 use crate::schema::Schema;
@@ -178,10 +179,17 @@ pub enum SiteError {
     #[error("the site name is empty")]
     EmptySite,
     #[error(
-        "{path} lacks the column(s) {} that {}; its columns are: {}",
+        "{path} lacks the column(s) {} that {}; its columns are: {}{}",
         quoted(missing),
         if *for_id { "the schema and the id column need" } else { "the schema needs" },
-        quoted(existing)
+        quoted(existing),
+        match other_delimiter {
+            Some(d) => format!(
+                "; the header is one column with {d:?} in it: is the file separated by {d:?}? \
+                 (give it as the delimiter)"
+            ),
+            None => String::new(),
+        }
     )]
     MissingColumns {
         path: PathBuf,
@@ -189,6 +197,9 @@ pub enum SiteError {
         existing: Vec<String>,
         /// Whether the id column is among the missing ones.
         for_id: bool,
+        /// A common delimiter that the header's only column contains (see
+        /// [`likely_delimiter`](crate::io::records::likely_delimiter)).
+        other_delimiter: Option<char>,
     },
     #[error("{path} has more than one column named {column:?}")]
     DuplicateColumn { path: PathBuf, column: String },
@@ -795,6 +806,7 @@ impl ColumnPlan {
                 for_id: id.is_none(),
                 missing,
                 existing: columns.to_vec(),
+                other_delimiter: likely_delimiter(columns, options.read.csv.delimiter),
             });
         };
         let mut selection = vec![id];
@@ -1320,6 +1332,25 @@ mod tests {
         );
         // soc_sec_id is ignored by this schema: not required.
         assert!(!text.contains("\"soc_sec_id\""), "{text}");
+        assert!(!text.contains("separated by"), "{text}");
+    }
+
+    #[test]
+    fn a_header_of_one_column_with_semicolons_suggests_the_delimiter() {
+        let schema = blake_schema();
+        let header = FEBRL.join(";");
+        let err = plan(&schema, "rec_id", &[header.as_str()]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SiteError::MissingColumns {
+                    other_delimiter: Some(';'),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("separated by ';'"), "{err}");
     }
 
     #[test]

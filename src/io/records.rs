@@ -73,6 +73,16 @@ pub fn default_delimiter(path: &Path) -> u8 {
     if tsv { b'\t' } else { b',' }
 }
 
+/// The common delimiter (`;`, tab, `|` or `,`) that a header read as one
+/// column holds, when it is not `delimiter`: the file is likely separated by
+/// it (spreadsheets in much of Europe write `;`).
+pub fn likely_delimiter(columns: &[String], delimiter: u8) -> Option<char> {
+    let [only] = columns else { return None };
+    [';', '\t', '|', ',']
+        .into_iter()
+        .find(|&d| d != char::from(delimiter) && only.contains(d))
+}
+
 /// How CSV input is parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {
@@ -155,7 +165,11 @@ pub enum RecordsError {
         /// The record has a quote after a delimiter and blanks, the likely cause.
         quote_after_blank: bool,
     },
-    #[error("{path}: CSV row {row} (line {line}), column {column:?}: the value is not valid UTF-8")]
+    #[error(
+        "{path}: CSV row {row} (line {line}), column {column:?}: the value is not valid UTF-8; \
+         the file must be UTF-8 (a file saved as Windows-1252 or Latin-1 converts with \
+         `iconv -f WINDOWS-1252 -t UTF-8 < in.csv > out.csv`)"
+    )]
     InvalidUtf8 {
         path: PathBuf,
         row: u64,
@@ -1186,6 +1200,20 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("bad"), "{err}");
+        assert!(err.to_string().contains("iconv -f WINDOWS-1252"), "{err}");
+    }
+
+    #[test]
+    fn likely_delimiter_of_a_one_column_header() {
+        let one = |name: &str| vec![name.to_owned()];
+        assert_eq!(likely_delimiter(&one("id;name;dob"), b','), Some(';'));
+        assert_eq!(likely_delimiter(&one("id\tname"), b','), Some('\t'));
+        assert_eq!(likely_delimiter(&one("id,name"), b';'), Some(','));
+        // Read with that delimiter already, or several columns: no hint.
+        assert_eq!(likely_delimiter(&one("id;name"), b';'), None);
+        assert_eq!(likely_delimiter(&one("id"), b','), None);
+        let two = vec!["a;b".to_owned(), "c".to_owned()];
+        assert_eq!(likely_delimiter(&two, b','), None);
     }
 
     #[test]

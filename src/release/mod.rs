@@ -174,12 +174,25 @@ pub enum ReleaseError {
     #[error("{path}: the header has {problem}")]
     BadHeader { path: PathBuf, problem: String },
     /// A column named on the command line is not in the payload.
-    #[error("{path} has no column `{column}` ({role}); it has: {}", found.join(", "))]
+    #[error(
+        "{path} has no column `{column}` ({role}); it has: {}{}",
+        found.join(", "),
+        match other_delimiter {
+            Some(d) => format!(
+                "; the header is one column with {d:?} in it: is the file separated by {d:?}? \
+                 (give it as the delimiter)"
+            ),
+            None => String::new(),
+        }
+    )]
     UnknownColumn {
         path: PathBuf,
         column: String,
         role: &'static str,
         found: Vec<String>,
+        /// For a CSV payload, a common delimiter that the header's only column
+        /// contains (see [`likely_delimiter`](crate::io::records::likely_delimiter)).
+        other_delimiter: Option<char>,
     },
     /// The payload has a column the release itself writes.
     #[error(
@@ -427,6 +440,8 @@ fn plan_columns(options: &ReleaseOptions, batch: &RecordBatch) -> Result<ColumnP
                 column: column.to_owned(),
                 role,
                 found: names.clone(),
+                // The payload was read: its delimiter found the id column.
+                other_delimiter: None,
             })
     };
     let id_index = find(&options.id_column, "the record id column")?;

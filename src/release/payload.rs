@@ -11,7 +11,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 
 use super::{ColumnError, ReleaseError, RowRef};
-use crate::io::records::{CsvOptions, InputFormat, ReadOptions, RecordReader};
+use crate::io::records::{CsvOptions, InputFormat, ReadOptions, RecordReader, likely_delimiter};
 use crate::io::table::{self, TableError};
 
 /// How a payload file is read.
@@ -100,6 +100,7 @@ fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, Release
                 column: id_column.to_owned(),
                 role: "the record id column",
                 found: header.clone(),
+                other_delimiter: likely_delimiter(&header, delimiter),
             })?;
 
     let mut builders: Vec<StringBuilder> = header.iter().map(|_| StringBuilder::new()).collect();
@@ -182,6 +183,7 @@ fn read_parquet(path: &Path, id_column: &str) -> Result<Read, ReleaseError> {
             column: id_column.to_owned(),
             role: "the record id column",
             found: names.clone(),
+            other_delimiter: None,
         })?;
     let type_error = || ColumnError::ColumnType {
         path: path.to_path_buf(),
@@ -304,6 +306,15 @@ mod tests {
             text.contains("`rec_id`") && text.contains("id, w"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn csv_separated_by_semicolons_gets_a_hint() {
+        let err = csv_payload("rec_id;w\nr1;1\n").err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("separated by ';'"), "{text}");
+        let err = csv_payload("id,w\nr1,1\n").err().unwrap();
+        assert!(!err.to_string().contains("separated by"), "{err}");
     }
 
     #[test]
