@@ -183,13 +183,7 @@ pub enum SiteError {
         quoted(missing),
         if *for_id { "the schema and the id column need" } else { "the schema needs" },
         quoted(existing),
-        match other_delimiter {
-            Some(d) => format!(
-                "; the header is one column with {d:?} in it: is the file separated by {d:?}? \
-                 (give it as the delimiter)"
-            ),
-            None => String::new(),
-        }
+        crate::io::records::delimiter_hint(*other_delimiter)
     )]
     MissingColumns {
         path: PathBuf,

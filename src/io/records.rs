@@ -83,6 +83,17 @@ pub fn likely_delimiter(columns: &[String], delimiter: u8) -> Option<char> {
         .find(|&d| d != char::from(delimiter) && only.contains(d))
 }
 
+/// The end of a missing-column error for a [`likely_delimiter`]: empty for none.
+pub(crate) fn delimiter_hint(other_delimiter: Option<char>) -> String {
+    match other_delimiter {
+        Some(d) => format!(
+            "; the header is one column with {d:?} in it: is the file separated by {d:?}? \
+             (--delimiter {d:?})"
+        ),
+        None => String::new(),
+    }
+}
+
 /// How CSV input is parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {

@@ -177,13 +177,7 @@ pub enum ReleaseError {
     #[error(
         "{path} has no column `{column}` ({role}); it has: {}{}",
         found.join(", "),
-        match other_delimiter {
-            Some(d) => format!(
-                "; the header is one column with {d:?} in it: is the file separated by {d:?}? \
-                 (give it as the delimiter)"
-            ),
-            None => String::new(),
-        }
+        crate::io::records::delimiter_hint(*other_delimiter)
     )]
     UnknownColumn {
         path: PathBuf,
