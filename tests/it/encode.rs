@@ -292,6 +292,29 @@ fn febrl_with_comma_space_gives_the_same_clks_as_clkhash_input() {
     );
 }
 
+/// `input` (the first 200 Febrl4 records), encoded with clkhash's blake
+/// schema and `extra` arguments, gives clkhash's own clks; returns the
+/// output's path.
+fn assert_clkhash_blake_clks(secret: &Path, input: &Path, extra: &[&str]) -> PathBuf {
+    let output = input.with_extension("clks.json");
+    let mut args = vec!["--format", "clkhash-json"];
+    args.extend_from_slice(extra);
+    run_ok(with(
+        encode_args(
+            &fixture("clkhash_v3_blake.schema.json"),
+            secret,
+            input,
+            &output,
+        ),
+        &args,
+    ));
+    assert_eq!(
+        json_clks(&output),
+        reference_clks("clkhash_v3_blake.clks.json")
+    );
+    output
+}
+
 #[test]
 fn bom_quotes_and_custom_delimiter_give_the_same_clks() {
     let dir = temp_dir();
@@ -317,20 +340,7 @@ fn bom_quotes_and_custom_delimiter_give_the_same_clks() {
     }
     let input = dir.path().join("quoted.txt");
     std::fs::write(&input, text).unwrap();
-    let output = dir.path().join("out.json");
-    run_ok(with(
-        encode_args(
-            &fixture("clkhash_v3_blake.schema.json"),
-            &secret,
-            &input,
-            &output,
-        ),
-        &["--format", "clkhash-json", "--delimiter", ";"],
-    ));
-    assert_eq!(
-        json_clks(&output),
-        reference_clks("clkhash_v3_blake.clks.json")
-    );
+    assert_clkhash_blake_clks(&secret, &input, &["--delimiter", ";"]);
 
     // --no-trim keeps the spaces: the string fields then encode differently.
     let exact = dir.path().join("exact.json");
@@ -366,20 +376,7 @@ fn a_tsv_file_is_read_with_tabs_by_default() {
         .collect();
     let input = dir.path().join("records.tsv");
     std::fs::write(&input, text).unwrap();
-    let output = dir.path().join("out.json");
-    run_ok(with(
-        encode_args(
-            &fixture("clkhash_v3_blake.schema.json"),
-            &secret,
-            &input,
-            &output,
-        ),
-        &["--format", "clkhash-json"],
-    ));
-    assert_eq!(
-        json_clks(&output),
-        reference_clks("clkhash_v3_blake.clks.json")
-    );
+    assert_clkhash_blake_clks(&secret, &input, &[]);
 }
 
 #[test]
@@ -415,20 +412,7 @@ fn parquet_input_gives_the_same_clks_as_csv() {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
 
-    let output = dir.path().join("from_parquet.json");
-    run_ok(with(
-        encode_args(
-            &fixture("clkhash_v3_blake.schema.json"),
-            &secret,
-            &input,
-            &output,
-        ),
-        &["--format", "clkhash-json"],
-    ));
-    assert_eq!(
-        json_clks(&output),
-        reference_clks("clkhash_v3_blake.clks.json")
-    );
+    let output = assert_clkhash_blake_clks(&secret, &input, &[]);
 
     // The same file under a name without a known extension needs --input-format.
     let renamed = dir.path().join("records.bin");
