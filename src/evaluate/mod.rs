@@ -28,7 +28,9 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::slice::ParallelSliceMut;
 
-use crate::io::records::{InputFormat, ReadOptions, RecordReader, RecordsError};
+use crate::io::records::{
+    CsvOptions, InputFormat, ReadOptions, RecordReader, RecordsError, default_delimiter,
+};
 use crate::io::table::TableError;
 use crate::release::{ColumnError, ReleaseError, RowRef, read_entities};
 
@@ -790,9 +792,14 @@ fn read_truth_csv(
     path: &Path,
     records: &mut Records,
 ) -> Result<(FxHashSet<u64>, usize), EvaluateError> {
-    // Read as a site's input is: trimmed, quotes after blanks open quoted fields.
+    // Read as a site's input is: trimmed, quotes after blanks open quoted
+    // fields, tabs separate the fields of a .tsv file.
     let options = ReadOptions {
         format: Some(InputFormat::Csv),
+        csv: CsvOptions {
+            delimiter: default_delimiter(path),
+            trim: true,
+        },
         ..ReadOptions::default()
     };
     let mut reader = RecordReader::open(path, &options)?;

@@ -122,6 +122,23 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[test]
+fn a_tsv_truth_file_with_quotes_and_blanks_reads_like_the_csv() {
+    let c = case();
+    let tsv = c.dir.join("truth.tsv");
+    std::fs::write(&tsv, "id_a\tid_b\na1\t b1\n\"a2\"\tb2\na3\t \"b3\"\n").unwrap();
+    let evaluate = |truth: &PathBuf| {
+        pprl::evaluate::evaluate(&EvaluateOptions::new(
+            &c.links,
+            Truth::PairsCsv(truth.clone()),
+        ))
+        .unwrap()
+    };
+    let (from_csv, from_tsv) = (evaluate(&c.truth), evaluate(&tsv));
+    assert_eq!(from_tsv.truth_pairs, 3);
+    assert_eq!(from_tsv.links, from_csv.links);
+}
+
+#[test]
 fn link_figures_match_the_hand_computation() {
     let c = case();
     let report = pprl::evaluate::evaluate(&EvaluateOptions::new(
