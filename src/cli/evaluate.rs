@@ -21,7 +21,8 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "FILE")]
     links: PathBuf,
     /// Ground truth: a CSV of true pairs (columns id_a, id_b, optionally site_a,
-    /// site_b), or `febrl` (rec-N-org <-> rec-N-dup-M; needs --entities).
+    /// site_b; tab-separated for .tsv), or `febrl` (rec-N-org <-> rec-N-dup-M;
+    /// needs --entities).
     /// Without site columns, id_a belongs to the first and id_b to the second
     /// site in name order. (A file named `febrl` is given as `./febrl`.)
     #[arg(long, value_name = "FILE|febrl")]
