@@ -213,7 +213,8 @@ fn next_step(data: &[u8], pos: usize, dialect: Dialect) -> Step {
     match memchr::memchr3(b'\n', b'\r', b'"', rest) {
         Some(0) if rest[0] != b'"' => Step::LineBreak,
         Some(i) if rest[i] != b'"' => Step::Record(pos + i + 1),
-        Some(_) => quoted_record_end(data, pos, dialect).map_or(Step::Incomplete, Step::Record),
+        Some(_) => quoted_record_end(data, pos, dialect)
+            .map_or(Step::Incomplete, |(end, _)| Step::Record(end)),
         None => Step::Incomplete,
     }
 }
@@ -222,13 +223,17 @@ fn next_step(data: &[u8], pos: usize, dialect: Dialect) -> Step {
 /// quotes as `csv_core` does: a quote that begins a field (after the blanks
 /// that `dialect` skips) opens a quoted field, in which a doubled quote is a
 /// quote and a single one closes it; anywhere else a quote is a plain
-/// character. `None` when `data` ends first.
-fn quoted_record_end(data: &[u8], start: usize, dialect: Dialect) -> Option<usize> {
+/// character. Also whether any such blanks were skipped. `None` when `data`
+/// ends first.
+fn quoted_record_end(data: &[u8], start: usize, dialect: Dialect) -> Option<(usize, bool)> {
     let delimiter = dialect.delimiter;
     let mut i = start;
+    let mut skipped = false;
     // At the top of the loop, `data[i]` starts a field.
     loop {
-        i = dialect.field_start(data, i);
+        let field_start = dialect.field_start(data, i);
+        skipped |= field_start != i;
+        i = field_start;
         if *data.get(i)? == b'"' {
             let mut j = i + 1;
             i = loop {
@@ -241,7 +246,7 @@ fn quoted_record_end(data: &[u8], start: usize, dialect: Dialect) -> Option<usiz
         }
         let stop = i + memchr::memchr3(delimiter, b'\n', b'\r', &data[i..])?;
         if data[stop] != delimiter {
-            return Some(stop + 1);
+            return Some((stop + 1, skipped));
         }
         i = stop + 1;
     }
@@ -432,18 +437,22 @@ impl<'a> ChunkRecords<'a> {
     /// Reads one record with `csv_core` from `data[start]`, which after a plain
     /// line is where `csv_core` would start its next record too. False at the end.
     ///
-    /// `csv_core` knows no blanks to skip: for a dialect that skips them, the
-    /// record (found as the splitter found it) goes to `csv_core` without them.
+    /// `csv_core` knows no blanks to skip: for a dialect that skips them, a
+    /// record that has some (found as the splitter found it) goes to
+    /// `csv_core` without them.
     fn read_with_core(&mut self) -> bool {
-        let skip = self.dialect.skip_initial_blanks;
-        if skip {
-            let end =
-                quoted_record_end(self.data, self.start, self.dialect).unwrap_or(self.data.len());
-            let record = &self.data[self.start..end];
-            self.blank_free.clear();
-            drop_initial_blanks(record, self.dialect, &mut self.blank_free);
-            self.line += memchr::memchr_iter(b'\n', record).count() as u64;
-            self.start = end;
+        let mut skip = false;
+        if self.dialect.skip_initial_blanks {
+            let (end, skipped) = quoted_record_end(self.data, self.start, self.dialect)
+                .unwrap_or((self.data.len(), true));
+            if skipped {
+                let record = &self.data[self.start..end];
+                self.blank_free.clear();
+                drop_initial_blanks(record, self.dialect, &mut self.blank_free);
+                self.line += memchr::memchr_iter(b'\n', record).count() as u64;
+                self.start = end;
+                skip = true;
+            }
         }
         let (mut out, mut ends, mut fed) = (0, 0, 0);
         loop {
