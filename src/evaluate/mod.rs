@@ -28,9 +28,7 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::slice::ParallelSliceMut;
 
-use crate::io::records::{
-    CsvOptions, InputFormat, ReadOptions, RecordReader, RecordsError, default_delimiter,
-};
+use crate::io::records::{ReadOptions, RecordReader, RecordsError, default_delimiter};
 use crate::io::table::TableError;
 use crate::release::{ColumnError, ReleaseError, RowRef, read_entities};
 
@@ -794,15 +792,7 @@ fn read_truth_csv(
 ) -> Result<(FxHashSet<u64>, usize), EvaluateError> {
     // Read as a site's input is: trimmed, quotes after blanks open quoted
     // fields, tabs separate the fields of a .tsv file.
-    let options = ReadOptions {
-        format: Some(InputFormat::Csv),
-        csv: CsvOptions {
-            delimiter: default_delimiter(path),
-            trim: true,
-        },
-        ..ReadOptions::default()
-    };
-    let mut reader = RecordReader::open(path, &options)?;
+    let mut reader = RecordReader::open(path, &ReadOptions::trimmed_csv(default_delimiter(path)))?;
     let header = reader.columns().to_vec();
     let find = |name: &str| header.iter().position(|h| h == name);
     let (Some(col_a), Some(col_b)) = (find("id_a"), find("id_b")) else {

@@ -126,6 +126,22 @@ pub struct ReadOptions {
     pub batch_rows: usize,
 }
 
+impl ReadOptions {
+    /// A CSV file, whatever its extension, separated by `delimiter` and
+    /// trimmed: how the pipeline's other CSV inputs (payloads, truth files)
+    /// are read.
+    pub fn trimmed_csv(delimiter: u8) -> ReadOptions {
+        ReadOptions {
+            format: Some(InputFormat::Csv),
+            csv: CsvOptions {
+                delimiter,
+                trim: true,
+            },
+            ..ReadOptions::default()
+        }
+    }
+}
+
 impl Default for ReadOptions {
     fn default() -> ReadOptions {
         ReadOptions {
@@ -1177,20 +1193,26 @@ mod tests {
         first_error_with(text, &ReadOptions::default())
     }
 
-    fn first_error_with(text: impl AsRef<[u8]>, options: &ReadOptions) -> RecordsError {
+    /// A reader of `text`, written to a file that lives as long as the directory.
+    fn open_text(
+        text: impl AsRef<[u8]>,
+        options: &ReadOptions,
+    ) -> (tempfile::TempDir, RecordReader) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
         std::fs::write(&path, text).unwrap();
-        let mut reader = RecordReader::open(&path, options).unwrap();
+        let reader = RecordReader::open(&path, options).unwrap();
+        (dir, reader)
+    }
+
+    fn first_error_with(text: impl AsRef<[u8]>, options: &ReadOptions) -> RecordsError {
+        let (_dir, mut reader) = open_text(text, options);
         reader.next_batch().unwrap_err()
     }
 
     /// Every row of a CSV text, read with `options`, with the line it starts on.
     fn rows_with(text: &str, options: &ReadOptions) -> Vec<(Vec<Option<String>>, Option<u64>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.csv");
-        std::fs::write(&path, text).unwrap();
-        let mut reader = RecordReader::open(&path, options).unwrap();
+        let (_dir, mut reader) = open_text(text, options);
         let mut rows = Vec::new();
         while let Some(batch) = reader.next_batch().unwrap() {
             for row in 0..batch.len() {

@@ -11,7 +11,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 
 use super::{ColumnError, ReleaseError, RowRef};
-use crate::io::records::{CsvOptions, InputFormat, ReadOptions, RecordReader, likely_delimiter};
+use crate::io::records::{ReadOptions, RecordReader, likely_delimiter};
 use crate::io::table::{self, TableError};
 
 /// How a payload file is read.
@@ -80,15 +80,7 @@ fn read_csv(path: &Path, delimiter: u8, id_column: &str) -> Result<Read, Release
     // Read as a site's input is: a byte order mark dropped, every row with
     // as many fields as the header, UTF-8, fields trimmed, and so Febrl-style
     // `, "a, b"` one quoted field.
-    let options = ReadOptions {
-        format: Some(InputFormat::Csv),
-        csv: CsvOptions {
-            delimiter,
-            trim: true,
-        },
-        ..ReadOptions::default()
-    };
-    let mut reader = RecordReader::open(path, &options)?;
+    let mut reader = RecordReader::open(path, &ReadOptions::trimmed_csv(delimiter))?;
     let header = reader.columns().to_vec();
     check_header(path, &header)?;
     let id_index =
