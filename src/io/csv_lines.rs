@@ -181,7 +181,7 @@ impl<R: Read> RecordSplitter<R> {
         let mut bytes = std::mem::replace(&mut self.pending, rest);
         bytes.truncate(pos);
         let first_line = self.line;
-        self.line += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.line += memchr::memchr_iter(b'\n', &bytes).count() as u64;
         self.consumed += pos as u64;
         Ok((records > 0).then_some(RawChunk {
             bytes,
