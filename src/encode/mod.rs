@@ -484,7 +484,9 @@ impl Encoder {
                 }
             }
             // A value the memo will keep gets its own words first.
-            let target = if matches!(lookup, Lookup::Miss) {
+            // A slice, not the Vec: through a `&mut Vec` the compiler reloads
+            // its pointer and length after every bit it sets.
+            let target: &mut [u64] = if matches!(lookup, Lookup::Miss) {
                 s.feature_words.clear();
                 s.feature_words.resize(n_words, 0);
                 &mut s.feature_words
