@@ -868,6 +868,22 @@ pub fn lsh_candidates(
     )
 }
 
+/// [`lsh_candidates`] gathered into one vector, in the order they are
+/// streamed: for inputs small enough to hold every candidate pair at once.
+///
+/// # Errors
+/// As [`lsh_candidates`].
+pub fn lsh_candidate_pairs(
+    a: &[u64],
+    b: Option<&[u64]>,
+    words: usize,
+    params: &LshParams,
+) -> Result<(Vec<(u32, u32)>, BlockStats), BlockError> {
+    let mut pairs = Vec::new();
+    let stats = lsh_candidates(a, b, words, params, |chunk| pairs.extend_from_slice(chunk))?;
+    Ok((pairs, stats))
+}
+
 /// [`lsh_candidates`] that scores as it goes: every pair met in a bucket is
 /// passed to `score` (on rayon's threads), and only the pairs it keeps
 /// (`Some`) are deduplicated and streamed to `consume`, in a fixed order,
@@ -1615,18 +1631,6 @@ mod tests {
     use crate::synth::{SplitMix64 as Rng, random_clks_with_copies};
     use std::collections::BTreeSet;
 
-    fn collect(
-        a: &[u64],
-        b: Option<&[u64]>,
-        words: usize,
-        params: &LshParams,
-    ) -> (Vec<(u32, u32)>, BlockStats) {
-        let mut pairs = Vec::new();
-        let stats =
-            lsh_candidates(a, b, words, params, |chunk| pairs.extend_from_slice(chunk)).unwrap();
-        (pairs, stats)
-    }
-
     /// The pairs that share a dense bucket of at most `max_bucket_pairs`
     /// pairs in some table, by brute force.
     fn naive(
@@ -1788,7 +1792,7 @@ mod tests {
             plan.expected_work_ns < by_threshold.expected_work_ns,
             "{plan:?}"
         );
-        let (pairs, _) = collect(&data.a, Some(&data.b), w, &plan.params);
+        let (pairs, _) = lsh_candidate_pairs(&data.a, Some(&data.b), w, &plan.params).unwrap();
         let set: BTreeSet<_> = pairs.into_iter().collect();
         let found = data.truth.iter().filter(|t| set.contains(t)).count();
         assert!(found as f64 >= 0.98 * data.truth.len() as f64, "{found}");
@@ -1798,7 +1802,8 @@ mod tests {
     fn candidates_are_exactly_the_colliding_pairs_once() {
         let data = random_clks_with_copies(400, 200, 0.3, 0.08, 9);
         for p in [params(12, 10), params(3, 4), params(30, 20)] {
-            let (pairs, stats) = collect(&data.a, Some(&data.b), data.words, &p);
+            let (pairs, stats) =
+                lsh_candidate_pairs(&data.a, Some(&data.b), data.words, &p).unwrap();
             let set: BTreeSet<_> = pairs.iter().copied().collect();
             assert_eq!(set.len(), pairs.len(), "a pair was emitted twice");
             assert_eq!(set, naive(&data.a, Some(&data.b), data.words, &p));
@@ -1813,7 +1818,7 @@ mod tests {
         let data = random_clks_with_copies(500, 256, 0.3, 0.08, 4);
         let w = data.words;
         let p = params(20, 12);
-        let (pairs, _) = collect(&data.a, Some(&data.b), w, &p);
+        let (pairs, _) = lsh_candidate_pairs(&data.a, Some(&data.b), w, &p).unwrap();
         let close = |i: u32, j: u32| {
             let x = &data.a[i as usize * w..(i as usize + 1) * w];
             let y = &data.b[j as usize * w..(j as usize + 1) * w];
@@ -1839,7 +1844,7 @@ mod tests {
         let data = random_clks_with_copies(300, 128, 0.3, 0.05, 3);
         let both: Vec<u64> = data.a.iter().chain(&data.b).copied().collect();
         let p = params(10, 8);
-        let (pairs, stats) = collect(&both, None, data.words, &p);
+        let (pairs, stats) = lsh_candidate_pairs(&both, None, data.words, &p).unwrap();
         assert!(pairs.iter().all(|&(i, j)| i < j));
         let set: BTreeSet<_> = pairs.iter().copied().collect();
         assert_eq!(set.len(), pairs.len());
@@ -1869,7 +1874,7 @@ mod tests {
         }
         let mut p = params(4, 6);
         p.max_bucket_pairs = 1000;
-        let (pairs, stats) = collect(&a, None, words, &p);
+        let (pairs, stats) = lsh_candidate_pairs(&a, None, words, &p).unwrap();
         assert!(stats.oversize_buckets > 0);
         assert!(stats.oversize_pairs >= 4 * 500 * 499 / 2);
         assert!(stats.sparse_keys > 0);
@@ -1878,7 +1883,7 @@ mod tests {
         assert_eq!(set, naive(&a, None, words, &p));
         // A skipped bucket does not hide a pair that meets again later.
         p.max_bucket_pairs = u64::MAX;
-        let (all, _) = collect(&a, None, words, &p);
+        let (all, _) = lsh_candidate_pairs(&a, None, words, &p).unwrap();
         assert!(all.len() >= 500 * 499 / 2);
     }
 
@@ -1892,7 +1897,7 @@ mod tests {
         for cap in [0, 3, 50, 400, u64::MAX] {
             let mut p = params(8, 3);
             p.max_bucket_pairs = cap;
-            let (pairs, stats) = collect(&a, None, words, &p);
+            let (pairs, stats) = lsh_candidate_pairs(&a, None, words, &p).unwrap();
             let set: BTreeSet<_> = pairs.iter().copied().collect();
             assert_eq!(set.len(), pairs.len(), "cap {cap}");
             assert_eq!(set, naive(&a, None, words, &p), "cap {cap}");
@@ -1986,7 +1991,7 @@ mod tests {
             let mut p = params(12, 10);
             p.max_bucket_pairs = cap;
             for b in [Some(&data.b[..]), None] {
-                let (pairs, _) = collect(&data.a, b, words, &p);
+                let (pairs, _) = lsh_candidate_pairs(&data.a, b, words, &p).unwrap();
                 let emitted: BTreeSet<_> = pairs.into_iter().collect();
                 let all = every_pair(150, b.map(|_| 150));
                 let met = lsh_pairs_met(&data.a, b, words, &p, &all).unwrap();

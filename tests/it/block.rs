@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use pprl::block::{BlockStats, LshParams, LshTarget, PlanOptions, key_candidates, lsh_candidates};
+use pprl::block::{
+    LshParams, LshTarget, PlanOptions, key_candidates, lsh_candidate_pairs, lsh_candidates,
+};
 use pprl::encode::Encoder;
 use pprl::io::records::{ReadOptions, read_named_columns};
 use pprl::schema::{Schema, default_schema_json};
@@ -50,25 +52,13 @@ fn all_pairs(
     out
 }
 
-fn lsh_pairs(
-    a: &[u64],
-    b: Option<&[u64]>,
-    words: usize,
-    params: &LshParams,
-) -> (Vec<(u32, u32)>, BlockStats) {
-    let mut pairs = Vec::new();
-    let stats =
-        lsh_candidates(a, b, words, params, |chunk| pairs.extend_from_slice(chunk)).unwrap();
-    (pairs, stats)
-}
-
 /// Checks the blocked result against all pairs: candidates are distinct
 /// pairs of real rows, the scored candidates at or above the threshold are
 /// all-pairs matches with the same score, and they hold at least 99% of them.
 /// Returns the recall.
 fn check_against_all_pairs(a: &[u64], b: Option<&[u64]>, words: usize, threshold: f64) -> f64 {
     let plan = LshParams::for_clks(threshold, a, b, words).unwrap();
-    let (pairs, stats) = lsh_pairs(a, b, words, &plan.params);
+    let (pairs, stats) = lsh_candidate_pairs(a, b, words, &plan.params).unwrap();
     let (n_a, n_b) = (a.len() / words, b.unwrap_or(a).len() / words);
     let distinct: BTreeSet<(u32, u32)> = pairs.iter().copied().collect();
     assert_eq!(
@@ -400,7 +390,7 @@ fn lsh_on_febrl4_at_the_default_threshold() {
     let true_above: Vec<&(u32, u32)> = truth.iter().filter(|p| exact.contains_key(p)).collect();
     let run = |options: &PlanOptions| {
         let plan = LshParams::for_clks_with(t, &a, Some(&b), words, options).unwrap();
-        let (pairs, stats) = lsh_pairs(&a, Some(&b), words, &plan.params);
+        let (pairs, stats) = lsh_candidate_pairs(&a, Some(&b), words, &plan.params).unwrap();
         let found: BTreeSet<(u32, u32)> = pairs.into_iter().collect();
         let pc = exact.keys().filter(|p| found.contains(p)).count() as f64 / exact.len() as f64;
         let truth_pc = true_above.iter().filter(|p| found.contains(p)).count() as f64
