@@ -483,9 +483,9 @@ impl Encoder {
                     write_salt_prefix(source, salt.length, &mut s.salt_prefix);
                 }
             }
-            // A value the memo will keep gets its own words first.
-            // A slice, not the Vec: through a `&mut Vec` the compiler reloads
-            // its pointer and length after every bit it sets.
+            // A value the memo will keep gets its own words first. A slice,
+            // not the Vec: through a `&mut Vec` the compiler reloads its
+            // pointer and length after every bit it sets.
             let target: &mut [u64] = if matches!(lookup, Lookup::Miss) {
                 s.feature_words.clear();
                 s.feature_words.resize(n_words, 0);
