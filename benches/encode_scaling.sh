@@ -39,17 +39,12 @@ for scheme in native blake; do
     one_wall=""
     for t in "${threads[@]}"; do
         out="$work/$scheme.t$t.clk.parquet"
-        best=""
-        for _ in 1 2 3; do
-            run="$({ time "$pprl" encode --schema "$schema" --secret-file "$work/secret.key" \
+        # "wall cpu" of the fastest of three runs.
+        best="$(for _ in 1 2 3; do
+            { time "$pprl" encode --schema "$schema" --secret-file "$work/secret.key" \
                 --site A --input "$work/people/a.csv" --id-column rec_id --output "$out" \
-                --threads "$t" --max-rejects 100% --quiet; } 2>&1)"
-            # "wall cpu" of the fastest run so far.
-            best="$(awk -v run="$run" -v best="$best" 'BEGIN {
-                split(run, r, " "); wall = r[1]; cpu = r[2] + r[3]
-                split(best, b, " ")
-                if (best == "" || wall < b[1]) print wall, cpu; else print best }')"
-        done
+                --threads "$t" --max-rejects 100% --quiet; } 2>&1
+        done | awk '{ print $1, $2 + $3 }' | sort -n | head -1)"
         read -r wall cpu <<<"$best"
         [ -n "$one_wall" ] || one_wall="$wall"
         if ! cmp -s "$out" "$work/$scheme.t1.clk.parquet"; then
