@@ -11,7 +11,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::atomic::AtomicFile;
@@ -81,11 +81,16 @@ pub fn writer_properties_with_unique(
 }
 
 /// [`writer_properties_with_unique`] for a `.clk.parquet`: clks are random
-/// bits, which Snappy cannot shrink, so they are stored uncompressed.
+/// bits, which Snappy cannot shrink, so they are stored uncompressed, and
+/// whose minimum and maximum no reader could use to skip pages, so they get
+/// no statistics (which compared every clk with the page's extremes).
 pub fn clk_writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
-    let mut props = writer_properties_with_unique(metadata, &["id", "clk"]).into_builder();
-    props = props.set_column_compression(ColumnPath::from("clk"), Compression::UNCOMPRESSED);
-    props.build()
+    let clk = ColumnPath::from("clk");
+    writer_properties_with_unique(metadata, &["id", "clk"])
+        .into_builder()
+        .set_column_compression(clk.clone(), Compression::UNCOMPRESSED)
+        .set_column_statistics_enabled(clk, EnabledStatistics::None)
+        .build()
 }
 
 /// Writes `batches` (all with `schema`) to `path` atomically, with `metadata`
