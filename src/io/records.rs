@@ -20,6 +20,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -284,11 +285,12 @@ pub struct Batch {
     rows: usize,
     /// Selected columns per row.
     width: usize,
-    /// Every value back to back, row after row.
+    /// The values, row after row: for CSV each record's bytes whole (one
+    /// copy per record, not one per field), with its delimiters.
     text: String,
-    /// `ends[row * width + col]`: the end of that value in `text`, with
-    /// [`NULL`] set when it is null.
-    ends: Vec<u32>,
+    /// `spans[row * width + col]`: where that value lies in `text`; a null
+    /// value has [`NULL`] set in its end.
+    spans: Vec<(u32, u32)>,
     /// The line each row starts on, for CSV input (empty for Parquet).
     lines: Vec<u64>,
 }
@@ -329,12 +331,10 @@ impl Batch {
     /// When `row` or `col` is out of range.
     pub fn get(&self, row: usize, col: usize) -> Option<&str> {
         assert!(col < self.width, "column {col} of {}", self.width);
-        let k = row * self.width + col;
-        let end = self.ends[k];
+        let (start, end) = self.spans[row * self.width + col];
         if end & NULL != 0 {
             return None;
         }
-        let start = if k == 0 { 0 } else { self.ends[k - 1] & !NULL };
         Some(&self.text[start as usize..end as usize])
     }
 
@@ -342,7 +342,7 @@ impl Batch {
     fn reuse(spare: Option<Batch>, width: usize, first_row: u64) -> Batch {
         let mut batch = spare.unwrap_or_default();
         batch.text.clear();
-        batch.ends.clear();
+        batch.spans.clear();
         batch.lines.clear();
         batch.rows = 0;
         batch.width = width;
@@ -351,12 +351,33 @@ impl Batch {
     }
 
     fn push(&mut self, value: Option<&str>) {
-        if let Some(v) = value {
-            self.text.push_str(v);
+        let start = self.text_len();
+        match value {
+            Some(v) => {
+                self.text.push_str(v);
+                self.spans.push((start, self.text_len()));
+            }
+            None => self.spans.push((start, start | NULL)),
         }
-        let end = u32::try_from(self.text.len()).expect("batch text is capped below 2^31");
-        self.ends
-            .push(if value.is_some() { end } else { end | NULL });
+    }
+
+    /// Appends `text` whole, for [`Batch::push_span`]s within it; returns
+    /// where it starts.
+    fn push_text(&mut self, text: &str) -> u32 {
+        let start = self.text_len();
+        self.text.push_str(text);
+        start
+    }
+
+    /// A value at `range` of the text pushed at `base`.
+    fn push_span(&mut self, base: u32, range: Range<usize>) {
+        // Both ends lie within text already pushed, which is capped below 2^31.
+        let at = |i: usize| base + i as u32;
+        self.spans.push((at(range.start), at(range.end)));
+    }
+
+    fn text_len(&self) -> u32 {
+        u32::try_from(self.text.len()).expect("batch text is capped below 2^31")
     }
 
     /// Interleaves whole columns of `rows` values into rows.
@@ -370,7 +391,7 @@ impl Batch {
         batch
             .text
             .reserve(columns.iter().map(|c| c.text.len()).sum());
-        batch.ends.reserve(rows * columns.len());
+        batch.spans.reserve(rows * columns.len());
         for row in 0..rows {
             for column in columns {
                 batch.push(column.get(row));
@@ -842,17 +863,27 @@ impl ChunkParser {
                 line: record.line(),
                 column: self.names[c].clone(),
             };
-            // One UTF-8 check for the whole record; only when it fails are the
-            // selected fields checked one by one (an unselected field may be
-            // the invalid one, and is no concern).
-            let whole = std::str::from_utf8(record.bytes()).ok();
-            for &c in &self.selected {
-                let value = match whole {
-                    Some(whole) => whole.get(record.range(c)),
-                    None => std::str::from_utf8(record.field(c)).ok(),
+            // One UTF-8 check and one copy for the whole record; only when
+            // the check fails are the selected fields checked and copied one
+            // by one (an unselected field may be the invalid one, and is no
+            // concern).
+            if let Ok(whole) = std::str::from_utf8(record.bytes()) {
+                let base = batch.push_text(whole);
+                for &c in &self.selected {
+                    let range = record.range(c);
+                    let value = whole.get(range.clone()).ok_or_else(|| invalid(c))?;
+                    let range = if self.trim {
+                        trimmed_range(value, range)
+                    } else {
+                        range
+                    };
+                    batch.push_span(base, range);
                 }
-                .ok_or_else(|| invalid(c))?;
-                batch.push(Some(if self.trim { trim_field(value) } else { value }));
+            } else {
+                for &c in &self.selected {
+                    let value = std::str::from_utf8(record.field(c)).map_err(|_| invalid(c))?;
+                    batch.push(Some(if self.trim { trim_field(value) } else { value }));
+                }
             }
             batch.lines.push(record.line());
             batch.rows += 1;
@@ -879,6 +910,14 @@ fn read_error(path: &Path, row_ok: u64, e: &std::io::Error) -> RecordsError {
         row: row_ok,
         message: e.to_string(),
     }
+}
+
+/// Where [`trim_field`] of `value`, which lies at `range`, lies.
+fn trimmed_range(value: &str, range: Range<usize>) -> Range<usize> {
+    let trimmed = trim_field(value);
+    // A subslice of `value`: its offset is the distance between the pointers.
+    let start = range.start + (trimmed.as_ptr() as usize - value.as_ptr() as usize);
+    start..start + trimmed.len()
 }
 
 /// `value.trim()`: ASCII spaces and tabs come off without decoding
@@ -1036,6 +1075,18 @@ mod tests {
             value in "[ \t\u{a0}\u{2003}\u{3000}\u{b}\u{85}\r\na-zé,'-]{0,12}",
         ) {
             prop_assert_eq!(trim_field(&value), value.trim());
+        }
+
+        /// The range a batch keeps for a trimmed value within its record.
+        #[test]
+        fn trimmed_range_is_where_str_trim_lies(
+            before in "[a-z,]{0,4}",
+            value in "[ \t\u{a0}\u{3000}a-zé,-]{0,12}",
+            after in "[a-z,]{0,4}",
+        ) {
+            let record = format!("{before}{value}{after}");
+            let range = trimmed_range(&value, before.len()..before.len() + value.len());
+            prop_assert_eq!(&record[range], value.trim());
         }
     }
 
