@@ -192,7 +192,7 @@ pub enum SiteError {
         /// Whether the id column is among the missing ones.
         for_id: bool,
         /// A common delimiter that the header's only column contains (see
-        /// [`likely_delimiter`](crate::io::records::likely_delimiter)).
+        /// [`likely_delimiter`]).
         other_delimiter: Option<char>,
     },
     #[error("{path} has more than one column named {column:?}")]
