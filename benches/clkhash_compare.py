@@ -4,15 +4,15 @@ Run through benches/clkhash_compare.sh, which makes the virtualenv with clkhash
 and builds pprl. Arguments: REPO_ROOT PPRL_BINARY WORK_DIR.
 
 Inputs: Febrl4 A (5,000 records), the same 20 times with new ids (100,000:
-steady state, memos warm), and 100,000 distinct synthetic people from
+steady state, memos warm), and 100,000 and 1,000,000 distinct synthetic people from
 `pprl generate` (what a site's data looks like: names repeat, people do not).
 
 Both tools are timed as a site runs them: clkhash's generate_clk_from_csv in
 process (schema already loaded, no interpreter start-up counted), pprl as the
 whole `pprl encode` process (start-up, CSV parsing and writing the output
 counted), best of several runs. The clkhash-schema clks of both tools are
-compared bit for bit on Febrl4 A and on the synthetic people (accented and
-non-Latin-1 letters included).
+compared bit for bit on Febrl4 A and on the 100,000 synthetic people
+(accented and non-Latin-1 letters included).
 """
 
 import base64
@@ -62,32 +62,40 @@ def main():
                 w.writerow([f"{row[0]}-{copy}"] + row[1:])
     big_records = records * 20
 
-    # 100,000 distinct synthetic people (European names with accents and
-    # particles: site A of `pprl generate`, whose records carry no errors), in the schema's
+    # Distinct synthetic people (European names with accents and particles:
+    # site A of `pprl generate`, whose records carry no errors), in the schema's
     # column order: a site's real data repeats names and postcodes but not
     # people, so memos help less than on 20 copies of the same 5,000.
-    synth_dir = os.path.join(work, "synth")
-    subprocess.run(
-        [pprl, "generate", "--records", "100000", "--records-b", "10", "--seed", "7",
-         "--out-dir", synth_dir],
-        check=True, capture_output=True,
-    )
     with open(blake_schema) as f:
         order = [feature["identifier"] for feature in json.load(f)["features"]]
-    synth = os.path.join(work, "synthetic.csv")
-    with open(os.path.join(synth_dir, "a.csv"), newline="") as f:
-        people = list(csv.DictReader(f))
-    with open(synth, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(order)
-        for person in people:
-            w.writerow([person[column] for column in order])
+
+    def synthetic(records):
+        synth_dir = os.path.join(work, f"synth{records}")
+        subprocess.run(
+            [pprl, "generate", "--records", str(records), "--records-b", "10", "--seed", "7",
+             "--out-dir", synth_dir],
+            check=True, capture_output=True,
+        )
+        path = os.path.join(work, f"synthetic{records}.csv")
+        with open(os.path.join(synth_dir, "a.csv"), newline="") as f, \
+                open(path, "w", newline="") as out:
+            w = csv.writer(out, lineterminator="\n")
+            w.writerow(order)
+            for person in csv.DictReader(f):
+                w.writerow([person[column] for column in order])
+        return path
+
+    # Also a million people, as many as a registry or a large hospital holds
+    # (clkhash takes some 40 s on it), so that neither tool's start-up or
+    # filling of its memos weighs in the ratio.
+    synth, synth_million = synthetic(100_000), synthetic(1_000_000)
 
     # (name, path, records, clkhash runs, pprl runs)
     inputs = [
         ("Febrl4 A", plain, records, 2, 7),
         ("Febrl4 A x20", big, big_records, 1, 3),
-        ("synthetic", synth, len(people), 1, 3),
+        ("synthetic", synth, 100_000, 1, 3),
+        ("synth. 10^6", synth_million, 1_000_000, 1, 2),
     ]
 
     secret_file = os.path.join(work, "secret.key")
@@ -116,8 +124,9 @@ def main():
                 )
                 run = (time.perf_counter() - start, time.process_time() - cpu)
             best = run if best is None else min(best, run)
-            if input_path != big:
+            if input_path not in (big, synth_million):
                 clkhash_clks[name] = [base64.b64encode(c.tobytes()).decode() for c in out]
+            del out
         results.append((name, "clkhash blake", "clkhash", "1 proc", n, *best))
 
     def pprl_run(schema_path, input_path, threads, fmt, output):

@@ -5,7 +5,7 @@
 # (target/clkhash-venv, made once and reused; delete it to start afresh),
 # builds pprl in release mode, then times both tools in the same run on the
 # same inputs, Febrl4 A (5,000 records), Febrl4 A 20 times with new ids
-# (100,000, for steady-state rates) and 100,000 distinct synthetic people
+# (100,000, for steady-state rates) and 100,000 and 1,000,000 distinct synthetic people
 # (`pprl generate`), and prints records/s side by side with the ratio on each
 # input: clkhash with the clkhash "blake" tutorial schema (one process), pprl
 # with that schema and with the native default schema (--threads 1 and 2).
