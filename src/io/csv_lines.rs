@@ -7,8 +7,9 @@
 //!
 //! A site's CSV is mostly plain lines: no quote, one record per line. For such
 //! a line the fields are the bytes between delimiters, found in one pass with
-//! the line's end ([`split_line`]), and stay in the chunk; parsing them with `csv_core` copied every byte
-//! through its state machine and cost a third of an encode run. A line with a
+//! the line's end ([`split_line`]), and stay in the chunk; parsing them with
+//! `csv_core` copied every byte through its state machine and cost a third of
+//! an encode run. A line with a
 //! quote anywhere goes to `csv_core`, from its first byte, so quoted fields,
 //! doubled quotes and line breaks inside quotes mean exactly what they mean to
 //! the `csv` crate; the splitter follows the same rules to find where such a
@@ -231,10 +232,9 @@ enum LineEnd {
 /// Scans `line` up to its first `\n`, `\r` or `"`, calling `on_delimiter`
 /// with the offset of each `delimiter` before it, in order.
 ///
-/// Sixty-four bytes at a time: a mask of each byte sought, then its set bits
-/// (the compiler turns the masks into vector compares). One pass replaces a
-/// search for the line's end and one for every delimiter, each of which
-/// started afresh on a few bytes.
+/// Sixty-four bytes at a time: a mask of each byte sought ([`byte_mask`]),
+/// then its set bits. One pass replaces a search for the line's end and one
+/// for every delimiter, each of which started afresh on a few bytes.
 fn split_line(line: &[u8], delimiter: u8, mut on_delimiter: impl FnMut(usize)) -> LineEnd {
     const BLOCK: usize = 64;
     let mut base = 0;
@@ -483,20 +483,19 @@ impl<'a> ChunkRecords<'a> {
             return None;
         }
         let record_line = self.line;
-        let start = self.start;
+        let (start, dialect) = (self.start, self.dialect);
         let line = &self.data[start..];
-        self.fields.clear();
+        let fields = &mut self.fields;
+        fields.clear();
         let mut field_start = 0;
-        let mut plain = |dialect: Dialect, fields: &mut Vec<(usize, usize)>, d: usize| {
-            // Blanks are never the delimiter: the start is at most `d`.
-            fields.push((dialect.field_start(line, field_start), d));
-            field_start = d + 1;
+        let mut push_field = |end: usize| {
+            // Blanks are never the delimiter: the start is at most `end`.
+            fields.push((dialect.field_start(line, field_start), end));
+            field_start = end + 1;
         };
-        match split_line(line, self.dialect.delimiter, |d| {
-            plain(self.dialect, &mut self.fields, d);
-        }) {
+        match split_line(line, dialect.delimiter, &mut push_field) {
             LineEnd::At(len) => {
-                plain(self.dialect, &mut self.fields, len);
+                push_field(len);
                 self.record = Current::Line(start, start + len);
             }
             LineEnd::Quote => {
