@@ -9,12 +9,12 @@
 //! a line the fields are the bytes between delimiters, found in one pass with
 //! the line's end ([`split_line`]), and stay in the chunk; parsing them with
 //! `csv_core` copied every byte through its state machine and cost a third of
-//! an encode run. A line with a
-//! quote anywhere goes to `csv_core`, from its first byte, so quoted fields,
-//! doubled quotes and line breaks inside quotes mean exactly what they mean to
-//! the `csv` crate; the splitter follows the same rules to find where such a
-//! record ends. The records are the `csv` crate's, field for field (a
-//! property test compares the two on random input, cut into random chunks):
+//! an encode run. A line with a quote anywhere goes to `csv_core`, from its
+//! first byte, so quoted fields, doubled quotes and line breaks inside quotes
+//! mean exactly what they mean to the `csv` crate; the splitter follows the
+//! same rules to find where such a record ends. The records are the `csv`
+//! crate's, field for field (a property test compares the two on random
+//! input, cut into random chunks):
 //! `\r`, `\n` and `\r\n` end a record, empty lines are skipped, a UTF-8
 //! byte-order mark at the start is dropped, and field counts are left to the
 //! caller. A quote or a line break cannot be the delimiter
