@@ -666,18 +666,26 @@ impl ChunkOutput {
         let mut keys = context.hasher.map(|_| Vec::with_capacity(rows.len()));
         let mut values: Vec<Option<&str>> = Vec::with_capacity(plan.features.len());
         self.rows += rows.len() as u64;
-        for row in rows {
+        for row in rows.clone() {
             values.clear();
             values.extend(
                 plan.features
                     .iter()
                     .map(|slot| slot.and_then(|s| batch.get(row, s))),
             );
+            // The next rows' values, for which the encoder starts fetching
+            // memo entries.
+            let ahead = |n: usize, feature: usize| {
+                let row = row + n;
+                (row < rows.end)
+                    .then(|| plan.features[feature].and_then(|s| batch.get(row, s)))
+                    .flatten()
+            };
             let id = batch.get(row, 0).unwrap_or_default();
             // Kept rows are packed at the front of the buffer, in order.
             let kept = ids.len();
             let out = &mut buffer[kept * bytes..(kept + 1) * bytes];
-            match context.encoder.encode_into(&values, out) {
+            match context.encoder.encode_into_ahead(&values, out, &ahead) {
                 Ok(()) => {
                     popcounts.push(clk_file::popcount(out));
                     ids.push(id);

@@ -99,6 +99,10 @@ const MIN_HIT_RATE_INVERSE: u32 = 64;
 /// by what these records store (a few kilobytes each). Every record in unit
 /// tests, so that the property tests clear memos as often as possible.
 const RECORDS_PER_CHECK: u32 = if cfg!(test) { 1 } else { 16 };
+/// Slots from which a memo's look-ups are worth fetching ahead: at least
+/// 16k entries, whose table and stored words take several MiB (Febrl4's
+/// 5000 surnames run faster without, 23k distinct surnames faster with).
+const PREFETCH_MIN_SLOTS: usize = 32 * 1024;
 /// Slots of a memo's table when it first stores something.
 const FIRST_SLOTS: usize = 64;
 
@@ -228,6 +232,49 @@ impl<T: Copy + Default> Memo<T> {
         run
     }
 
+    /// Whether the memo is active and too large to stay in a core's L2
+    /// cache: fetching a smaller one ahead costs more than it saves.
+    #[inline]
+    pub fn worth_prefetching(&self) -> bool {
+        self.slots.len() >= PREFETCH_MIN_SLOTS && self.policy.paused == 0
+    }
+
+    /// Starts fetching the slot where `key` would be, for a look-up soon.
+    /// Counts nothing.
+    #[inline]
+    pub fn prefetch_slot(&self, key: &[u8]) {
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            prefetch(&self.slots[hash_key(key) as usize & mask]);
+        }
+    }
+
+    /// Starts fetching the values stored for `key` if its first slot (fetched
+    /// by [`Memo::prefetch_slot`] a while ago) holds it, for a look-up soon.
+    #[inline]
+    pub fn prefetch_values(&self, key: &[u8]) {
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            let hash = hash_key(key);
+            let slot = &self.slots[hash as usize & mask];
+            if slot.hash != hash {
+                return;
+            }
+            if let Some(stored_key) = self.keys.get(slot.key_start as usize) {
+                prefetch(stored_key);
+            }
+            if let Some(run) = self
+                .arena
+                .get(slot.run.start as usize..(slot.run.start + slot.run.len) as usize)
+            {
+                // One hint per 64 bytes, and the last value, whose line
+                // the steps miss when the run does not start on a line.
+                let step = 64 / size_of::<T>().max(1);
+                for value in run.iter().step_by(step).chain(run.last()) {
+                    prefetch(value);
+                }
+            }
+        }
+    }
+
     /// The values of a run returned by this memo since its last clear.
     #[inline]
     pub fn get(&self, run: Run) -> &[T] {
@@ -293,6 +340,23 @@ impl<T: Copy + Default> Memo<T> {
         zero(&mut std::mem::take(&mut self.slots));
         self.entries = 0;
     }
+}
+
+/// Hints the CPU to bring `value`'s cache line into every cache level. A hint
+/// only: it changes no result.
+#[inline]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 only loads a line into the caches: it never faults
+    // and changes no state the program sees. SSE is part of the x86-64
+    // baseline, so the instruction exists on every x86-64 CPU.
+    #[allow(unsafe_code)]
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(value).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 /// Overwrites a buffer with zeros (defaults) in a way the compiler keeps.
@@ -540,6 +604,38 @@ mod tests {
         assert_eq!(memos.features[1].tokens.entries, 100);
         let mut tokens = std::mem::take(&mut memos.features[1].tokens);
         assert_eq!(stored(&mut tokens, &7u32.to_le_bytes()[..2]).unwrap(), [7]);
+    }
+
+    #[test]
+    fn prefetch_hints_change_nothing_and_count_nothing() {
+        let mut m: Memo<u64> = Memo::default();
+        // Empty: nothing to fetch, and no panic.
+        m.prefetch_slot(b"anna");
+        m.prefetch_values(b"anna");
+        assert!(!m.worth_prefetching());
+        let n = PREFETCH_MIN_SLOTS as u64;
+        for i in 0..n {
+            m.store(format!("k{i}").as_bytes(), |a| a.extend(0..i % 40));
+            // Only a memo too large for the caches is worth it.
+            assert_eq!(m.worth_prefetching(), m.slots.len() >= PREFETCH_MIN_SLOTS);
+        }
+        assert!(m.worth_prefetching());
+        let before = (m.policy.lookups, m.policy.hits, m.entries, m.bytes());
+        for key in [&b"k7"[..], b"k999", b"absent", b""] {
+            m.prefetch_slot(key);
+            m.prefetch_values(key);
+        }
+        assert_eq!(
+            (m.policy.lookups, m.policy.hits, m.entries, m.bytes()),
+            before
+        );
+        let run = m.lookup(b"k999").unwrap();
+        assert_eq!(m.get(run), (0..999 % 40).collect::<Vec<_>>());
+        m.policy.paused = 1;
+        assert!(!m.worth_prefetching(), "not while paused");
+        m.clear();
+        m.prefetch_values(b"k7");
+        assert_eq!(m.lookup(b"k7"), None);
     }
 
     #[test]
