@@ -55,19 +55,25 @@ fn hash_key(key: &[u8]) -> u64 {
     h.max(1)
 }
 
-/// Byte-string equality without a call into `memcmp` (keys are short).
+/// Byte-string equality without a call into `memcmp` (keys are short): word
+/// by word, the last word (or for short keys two half words) read
+/// overlapping, as [`hash_key`] reads them.
 #[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (p, q) in (&mut x).zip(&mut y) {
-        if p != q {
-            return false;
-        }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+    if n >= 8 {
+        (0..n - 8).step_by(8).all(|at| word(a, at) == word(b, at))
+            && word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        a == b
     }
-    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 /// Where a memo's values for one key lie in its arena.
@@ -533,6 +539,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Word-wise key equality is plain equality, for keys of every
+        /// length equal or differing in any one byte.
+        #[test]
+        fn same_is_plain_equality(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            flip in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), 1u8..)),
+            longer in proptest::bool::ANY,
+        ) {
+            let mut b = a.clone();
+            if let Some((at, bits)) = flip.filter(|_| !a.is_empty()) {
+                b[at.index(a.len())] ^= bits;
+            }
+            if longer {
+                b.push(0);
+            }
+            proptest::prop_assert_eq!(same(&a, &b), a == b);
+            proptest::prop_assert!(same(&a, &a));
+        }
+
         /// ORing stored words gives what ORing the words themselves gives,
         /// whatever their density.
         #[test]
