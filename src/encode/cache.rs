@@ -72,7 +72,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     } else if n >= 4 {
         half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
     } else {
-        a == b
+        // Bytes 0, n/2 and n-1 are all of them.
+        n == 0 || (a[0], a[n / 2], a[n - 1]) == (b[0], b[n / 2], b[n - 1])
     }
 }
 
