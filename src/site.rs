@@ -673,19 +673,18 @@ impl ChunkOutput {
                     .iter()
                     .map(|slot| slot.and_then(|s| batch.get(row, s))),
             );
-            // The next rows' values, for which the encoder starts fetching
+            // The next row's values, for which the encoder starts fetching
             // memo entries.
-            let ahead = |n: usize, feature: usize| {
-                let row = row + n;
-                (row < rows.end)
-                    .then(|| plan.features[feature].and_then(|s| batch.get(row, s)))
+            let next = |feature: usize| {
+                (row + 1 < rows.end)
+                    .then(|| plan.features[feature].and_then(|s| batch.get(row + 1, s)))
                     .flatten()
             };
             let id = batch.get(row, 0).unwrap_or_default();
             // Kept rows are packed at the front of the buffer, in order.
             let kept = ids.len();
             let out = &mut buffer[kept * bytes..(kept + 1) * bytes];
-            match context.encoder.encode_into_ahead(&values, out, &ahead) {
+            match context.encoder.encode_into_ahead(&values, out, &next) {
                 Ok(()) => {
                     popcounts.push(clk_file::popcount(out));
                     ids.push(id);

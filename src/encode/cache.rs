@@ -255,29 +255,19 @@ impl<T: Copy + Default> Memo<T> {
         }
     }
 
-    /// Starts fetching the values stored for `key` if its first slot (fetched
-    /// by [`Memo::prefetch_slot`] a while ago) holds it, for a look-up soon.
+    /// Starts fetching the values of `run` (returned by this memo since its
+    /// last clear), for a read soon. One hint per 64 bytes, and one for the
+    /// last value, whose line the steps miss when the run does not start on a
+    /// line.
     #[inline]
-    pub fn prefetch_values(&self, key: &[u8]) {
-        if let Some(mask) = self.slots.len().checked_sub(1) {
-            let hash = hash_key(key);
-            let slot = &self.slots[hash as usize & mask];
-            if slot.hash != hash {
-                return;
-            }
-            if let Some(stored_key) = self.keys.get(slot.key_start as usize) {
-                prefetch(stored_key);
-            }
-            if let Some(run) = self
-                .arena
-                .get(slot.run.start as usize..(slot.run.start + slot.run.len) as usize)
-            {
-                // One hint per 64 bytes, and the last value, whose line
-                // the steps miss when the run does not start on a line.
-                let step = 64 / size_of::<T>().max(1);
-                for value in run.iter().step_by(step).chain(run.last()) {
-                    prefetch(value);
-                }
+    pub fn prefetch_run(&self, run: Run) {
+        if let Some(values) = self
+            .arena
+            .get(run.start as usize..(run.start + run.len) as usize)
+        {
+            let step = 64 / size_of::<T>().max(1);
+            for value in values.iter().step_by(step).chain(values.last()) {
+                prefetch(value);
             }
         }
     }
@@ -637,7 +627,6 @@ mod tests {
         let mut m: Memo<u64> = Memo::default();
         // Empty: nothing to fetch, and no panic.
         m.prefetch_slot(b"anna");
-        m.prefetch_values(b"anna");
         assert!(!m.worth_prefetching());
         let n = PREFETCH_MIN_SLOTS as u64;
         for i in 0..n {
@@ -649,18 +638,28 @@ mod tests {
         let before = (m.policy.lookups, m.policy.hits, m.entries, m.bytes());
         for key in [&b"k7"[..], b"k999", b"absent", b""] {
             m.prefetch_slot(key);
-            m.prefetch_values(key);
         }
+        let run = m.lookup(b"k999").unwrap();
+        m.prefetch_run(run);
+        m.prefetch_run(Run {
+            start: u32::MAX - 8,
+            len: 8,
+        });
         assert_eq!(
-            (m.policy.lookups, m.policy.hits, m.entries, m.bytes()),
+            (
+                m.policy.lookups - 1,
+                m.policy.hits - 1,
+                m.entries,
+                m.bytes()
+            ),
             before
         );
-        let run = m.lookup(b"k999").unwrap();
         assert_eq!(m.get(run), (0..999 % 40).collect::<Vec<_>>());
         m.policy.paused = 1;
         assert!(!m.worth_prefetching(), "not while paused");
         m.clear();
-        m.prefetch_values(b"k7");
+        m.prefetch_slot(b"k7");
+        m.prefetch_run(run);
         assert_eq!(m.lookup(b"k7"), None);
     }
 

@@ -355,14 +355,14 @@ impl Encoder {
     /// If `values.len()` differs from the number of features, or
     /// `out.len() != filter_bytes()`.
     pub fn encode_into(&self, values: &[Option<&str>], out: &mut [u8]) -> Result<(), FieldError> {
-        self.encode_into_ahead(values, out, &|_, _| None)
+        self.encode_into_ahead(values, out, &|_| None)
     }
 
     /// As [`Encoder::encode_into`], and starts fetching what the memos hold
-    /// for the records this thread encodes next: `ahead(n, i)` is the raw
-    /// value of feature `i` of the `n`-th next record (1 or 2), `None` when
-    /// null or when there is no such record. The result is the same whatever
-    /// `ahead` says; a loop over many records waits less on memory.
+    /// for the record this thread encodes next: `next(i)` is the raw value of
+    /// feature `i` of that record, `None` when null or when there is no next
+    /// record. The result is the same whatever `next` says; a loop over many
+    /// records waits less on memory.
     ///
     /// # Errors
     /// As [`Encoder::encode`]; `out` is then left zeroed.
@@ -373,7 +373,7 @@ impl Encoder {
         &self,
         values: &[Option<&str>],
         out: &mut [u8],
-        ahead: &dyn Fn(usize, usize) -> Option<&'v str>,
+        next: &dyn Fn(usize) -> Option<&'v str>,
     ) -> Result<(), FieldError> {
         assert_eq!(
             values.len(),
@@ -389,7 +389,7 @@ impl Encoder {
             let Scratch { buffers, memos } = &mut *scratch.borrow_mut();
             let mut memos = (self.memo_budget > 0).then(|| self.thread_memos(memos));
             if let Some(memos) = memos.as_deref() {
-                self.prefetch(memos, ahead);
+                self.prefetch(memos, next);
             }
             buffers.stored = false;
             let result = self.encode_with(values, buffers, memos.as_deref_mut());
@@ -406,23 +406,19 @@ impl Encoder {
         })
     }
 
-    /// Starts fetching the memo slots of the record after next, and the
-    /// stored words of the next record (whose slots the previous record
-    /// fetched), for the features whose memos are too large for the caches.
-    /// A fetch from memory takes less time than encoding one record, so one
-    /// record ahead is far enough. Salted features, whose memo keys must be
-    /// built, are left out.
-    fn prefetch<'v>(&self, memos: &Memos, ahead: &dyn Fn(usize, usize) -> Option<&'v str>) {
+    /// Starts fetching the next record's memo slots, for the features whose
+    /// memos are too large for the caches (the stored words are fetched once
+    /// the look-up has found them, see `encode_with`). A fetch from memory
+    /// takes less time than encoding one record, so one record ahead is far
+    /// enough. Salted features, whose memo keys must be built, are left out.
+    fn prefetch<'v>(&self, memos: &Memos, next: &dyn Fn(usize) -> Option<&'v str>) {
         for (plan, feature) in self.fields.iter().zip(&memos.features) {
             let memo = &feature.values;
-            if plan.salt_source.is_some() || !memo.worth_prefetching() {
-                continue;
-            }
-            if let Some(value) = ahead(2, plan.index) {
+            if plan.salt_source.is_none()
+                && memo.worth_prefetching()
+                && let Some(value) = next(plan.index)
+            {
                 memo.prefetch_slot(value.as_bytes());
-            }
-            if let Some(value) = ahead(1, plan.index) {
-                memo.prefetch_values(value.as_bytes());
             }
         }
     }
@@ -482,6 +478,10 @@ impl Encoder {
                     key.extend_from_slice(values[source].unwrap_or("").as_bytes());
                 }
                 if let Some(run) = memo.lookup(value_key(plan, values, &s.memo_keys[p])) {
+                    if memo.worth_prefetching() {
+                        // Read in pass 2, after the other features' look-ups.
+                        memo.prefetch_run(run);
+                    }
                     s.lookups[p] = Lookup::Hit(run);
                     continue;
                 }
@@ -961,9 +961,9 @@ mod tests {
         let e = Encoder::new(&febrl_schema(), &secret());
         let plain = Encoder::new(&febrl_schema(), &secret()).with_memo_budget(0);
         for (i, row) in rows.iter().enumerate() {
-            let ahead = |n: usize, f: usize| rows.get(i + n).and_then(|r| r[f]);
+            let next = |f: usize| rows.get(i + 1).and_then(|r| r[f]);
             let mut out = vec![0; e.filter_bytes()];
-            e.encode_into_ahead(row, &mut out, &ahead).unwrap();
+            e.encode_into_ahead(row, &mut out, &next).unwrap();
             if i % 97 == 0 || i % 20_000 < 3 {
                 assert_eq!(out, plain.encode(row).unwrap(), "row {i}");
             }

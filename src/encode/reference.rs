@@ -446,9 +446,9 @@ mod tests {
                 let got = if i % 3 == 0 {
                     encoder.encode(row)
                 } else {
-                    let next = |k: usize, f: usize| -> Option<&str> {
+                    let next = |f: usize| -> Option<&str> {
                         if i % 3 == 1 {
-                            rows.get(i + k).and_then(|r| r.get(f).copied().flatten())
+                            rows.get(i + 1).and_then(|r| r.get(f).copied().flatten())
                         } else {
                             Some("not a value of any record")
                         }
