@@ -256,9 +256,9 @@ impl<T: Copy + Default> Memo<T> {
     }
 
     /// Starts fetching the values of `run` (returned by this memo since its
-    /// last clear), for a read soon. One hint per 64 bytes, and one for the
-    /// last value, whose line the steps miss when the run does not start on a
-    /// line.
+    /// last clear; an older run is ignored or fetches what is there now), for
+    /// a read soon. One hint per 64 bytes, and one for the last value, whose
+    /// line the steps miss when the run does not start on a line.
     #[inline]
     pub fn prefetch_run(&self, run: Run) {
         if let Some(values) = self

@@ -329,7 +329,6 @@ impl Batch {
     ///
     /// # Panics
     /// When `row` or `col` is out of range.
-    #[inline]
     pub fn get(&self, row: usize, col: usize) -> Option<&str> {
         assert!(col < self.width, "column {col} of {}", self.width);
         let (start, end) = self.spans[row * self.width + col];
