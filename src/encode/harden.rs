@@ -47,9 +47,16 @@ pub(crate) fn clear_from(words: &mut [u64], from: usize) {
 
 /// The bytes of the first `bits` bits, most significant bit first (clkhash order).
 pub(crate) fn write_bytes(words: &[u64], out: &mut [u8]) {
-    for (chunk, word) in out.chunks_mut(8).zip(words) {
-        let bytes = word.to_be_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    // Whole words first: with a constant length, each copy is one store
+    // (a length known only at run time made it a `memcpy` call per word).
+    let full_words = out.len() / 8;
+    let mut whole = out.chunks_exact_mut(8);
+    for (chunk, word) in (&mut whole).zip(words) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    let rest = whole.into_remainder();
+    if let Some(word) = words.get(full_words).filter(|_| !rest.is_empty()) {
+        rest.copy_from_slice(&word.to_be_bytes()[..rest.len()]);
     }
 }
 
@@ -116,6 +123,24 @@ mod tests {
 
     fn bits_of(words: &[u64], n: usize) -> Vec<bool> {
         (0..n).map(|i| get_bit(words, i)).collect()
+    }
+
+    proptest::proptest! {
+        /// Bytes written word by word are the filter's bits in clkhash order
+        /// (bit i is bit 7 - i % 8 of byte i / 8), for any length.
+        #[test]
+        fn write_bytes_puts_each_bit_in_clkhash_order(
+            words in proptest::collection::vec(proptest::num::u64::ANY, 0..20),
+            cut in 0usize..8,
+        ) {
+            let len = (8 * words.len()).saturating_sub(cut);
+            let mut out = vec![0xA5; len];
+            write_bytes(&words, &mut out);
+            for i in 0..8 * len {
+                let bit = out[i / 8] >> (7 - i % 8) & 1 == 1;
+                proptest::prop_assert_eq!(bit, get_bit(&words, i), "bit {}", i);
+            }
+        }
     }
 
     #[test]
