@@ -606,7 +606,7 @@ fn encode_csv_chunk(
     while let Some(batch) =
         context
             .parser
-            .next_batch(&mut rows, SUB_BATCH_ROWS, buffers.batch.take())?
+            .next_batch(&mut rows, SUB_BATCH_ROWS, &mut buffers.batch)?
     {
         let added = output.add(context, &batch, 0..batch.len(), &mut buffers.clks);
         buffers.batch = Some(batch);

@@ -813,12 +813,13 @@ impl ChunkParser {
     /// As [`ChunkParser::next_batch`].
     pub fn parse(&self, chunk: &CsvChunk, spare: Option<Batch>) -> Result<Batch, RecordsError> {
         let mut rows = self.rows(chunk);
-        let batch = self.next_batch(&mut rows, chunk.rows(), spare)?;
+        let mut spare = spare;
+        let batch = self.next_batch(&mut rows, chunk.rows(), &mut spare)?;
         debug_assert!(
             rows.records.read().is_none(),
             "the splitter and the parser agree"
         );
-        Ok(batch.unwrap_or_else(|| Batch::reuse(None, self.selected.len(), chunk.first_row)))
+        Ok(batch.unwrap_or_else(|| Batch::reuse(spare, self.selected.len(), chunk.first_row)))
     }
 
     /// `chunk`'s records, for [`ChunkParser::next_batch`] to read a few at a time.
@@ -830,7 +831,9 @@ impl ChunkParser {
     }
 
     /// The selected columns of the next `max_rows` records of `rows`, in a
-    /// batch that reuses `spare`'s buffers; `None` after the last.
+    /// batch that reuses the buffers of the batch in `spare`; `None` after the
+    /// last, leaving `spare` its batch (a worker keeps its buffers from chunk
+    /// to chunk: fresh ones cost reallocation and page faults as they grow).
     ///
     /// # Errors
     /// [`RecordsError`] naming the file, the row, its line and the column:
@@ -839,9 +842,9 @@ impl ChunkParser {
         &self,
         rows: &mut ChunkRows<'_>,
         max_rows: usize,
-        spare: Option<Batch>,
+        spare: &mut Option<Batch>,
     ) -> Result<Option<Batch>, RecordsError> {
-        let mut batch = Batch::reuse(spare, self.selected.len(), rows.next_row);
+        let mut batch = Batch::reuse(spare.take(), self.selected.len(), rows.next_row);
         while batch.rows < max_rows
             && let Some(record) = rows.records.read()
         {
@@ -890,7 +893,11 @@ impl ChunkParser {
             batch.rows += 1;
         }
         rows.next_row += batch.rows as u64;
-        Ok((batch.rows > 0).then_some(batch))
+        if batch.rows == 0 {
+            *spare = Some(batch);
+            return Ok(None);
+        }
+        Ok(Some(batch))
     }
 }
 
@@ -1238,6 +1245,40 @@ mod tests {
         }
         assert_eq!(recycled, fresh);
         assert_eq!(fresh.len(), 5000);
+    }
+
+    #[test]
+    fn sub_batches_hand_their_buffers_on_past_the_end_of_each_chunk() {
+        let options = ReadOptions {
+            batch_rows: 100,
+            ..ReadOptions::default()
+        };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
+        let fresh = read_all(&path, &options, &["rec_id", "surname"]);
+        let mut reader = RecordReader::open(&path, &options).unwrap();
+        let idx: Vec<usize> = ["rec_id", "surname"]
+            .iter()
+            .map(|s| reader.columns().iter().position(|c| c == s).unwrap())
+            .collect();
+        reader.select(&idx).unwrap();
+        let parser = reader.parser().clone();
+        let (mut spare, mut chunks) = (None, 0);
+        let mut got: Vec<Vec<Option<String>>> = Vec::new();
+        while let Some(Chunk::Csv(chunk)) = reader.next_chunk(None).unwrap() {
+            chunks += 1;
+            let mut rows = parser.rows(&chunk);
+            while let Some(batch) = parser.next_batch(&mut rows, 30, &mut spare).unwrap() {
+                assert!(spare.is_none(), "the spare's buffers are in use");
+                for r in 0..batch.len() {
+                    got.push((0..2).map(|c| batch.get(r, c).map(str::to_owned)).collect());
+                }
+                spare = Some(batch);
+            }
+            let kept = spare.as_ref().expect("the spare outlives the chunk's end");
+            assert!(kept.text.capacity() > 0);
+        }
+        assert_eq!(chunks, 50);
+        assert_eq!(got, fresh);
     }
 
     /// The error of reading the first batch of a CSV file of `text`.
