@@ -811,9 +811,8 @@ impl ChunkParser {
     ///
     /// # Errors
     /// As [`ChunkParser::next_batch`].
-    pub fn parse(&self, chunk: &CsvChunk, spare: Option<Batch>) -> Result<Batch, RecordsError> {
+    pub fn parse(&self, chunk: &CsvChunk, mut spare: Option<Batch>) -> Result<Batch, RecordsError> {
         let mut rows = self.rows(chunk);
-        let mut spare = spare;
         let batch = self.next_batch(&mut rows, chunk.rows(), &mut spare)?;
         debug_assert!(
             rows.records.read().is_none(),
