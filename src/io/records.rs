@@ -1097,13 +1097,20 @@ mod tests {
         }
     }
 
-    fn read_all(path: &Path, options: &ReadOptions, select: &[&str]) -> Vec<Vec<Option<String>>> {
+    /// A reader of `path` with the columns named `select` selected, in that order.
+    fn open_selecting(path: &Path, options: &ReadOptions, select: &[&str]) -> RecordReader {
         let mut reader = RecordReader::open(path, options).unwrap();
         let idx: Vec<usize> = select
             .iter()
             .map(|s| reader.columns().iter().position(|c| c == s).unwrap())
             .collect();
         reader.select(&idx).unwrap();
+        reader
+    }
+
+    fn read_all(path: &Path, options: &ReadOptions, select: &[&str]) -> Vec<Vec<Option<String>>> {
+        let mut reader = open_selecting(path, options, select);
+        let width = select.len();
         let mut rows = Vec::new();
         let mut expected_first = 1;
         while let Some(batch) = reader.next_batch().unwrap() {
@@ -1111,7 +1118,7 @@ mod tests {
             expected_first += batch.len() as u64;
             for r in 0..batch.len() {
                 rows.push(
-                    (0..idx.len())
+                    (0..width)
                         .map(|c| batch.get(r, c).map(str::to_owned))
                         .collect(),
                 );
@@ -1229,12 +1236,7 @@ mod tests {
         };
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
         let fresh = read_all(&path, &options, &["rec_id", "surname", "suburb"]);
-        let mut reader = RecordReader::open(&path, &options).unwrap();
-        let idx: Vec<usize> = ["rec_id", "surname", "suburb"]
-            .iter()
-            .map(|s| reader.columns().iter().position(|c| c == s).unwrap())
-            .collect();
-        reader.select(&idx).unwrap();
+        let mut reader = open_selecting(&path, &options, &["rec_id", "surname", "suburb"]);
         let mut recycled: Vec<Vec<Option<String>>> = Vec::new();
         while let Some(batch) = reader.next_batch().unwrap() {
             for r in 0..batch.len() {
@@ -1254,12 +1256,7 @@ mod tests {
         };
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
         let fresh = read_all(&path, &options, &["rec_id", "surname"]);
-        let mut reader = RecordReader::open(&path, &options).unwrap();
-        let idx: Vec<usize> = ["rec_id", "surname"]
-            .iter()
-            .map(|s| reader.columns().iter().position(|c| c == s).unwrap())
-            .collect();
-        reader.select(&idx).unwrap();
+        let mut reader = open_selecting(&path, &options, &["rec_id", "surname"]);
         let parser = reader.parser().clone();
         let (mut spare, mut chunks) = (None, 0);
         let mut got: Vec<Vec<Option<String>>> = Vec::new();
