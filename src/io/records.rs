@@ -1108,6 +1108,18 @@ mod tests {
         reader
     }
 
+    /// The Febrl4 A fixture's `select` columns read whole in batches of
+    /// `batch_rows`, and a reader of the same, to read again another way.
+    fn febrl_twice(batch_rows: usize, select: &[&str]) -> (Vec<Vec<Option<String>>>, RecordReader) {
+        let options = ReadOptions {
+            batch_rows,
+            ..ReadOptions::default()
+        };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
+        let fresh = read_all(&path, &options, select);
+        (fresh, open_selecting(&path, &options, select))
+    }
+
     fn read_all(path: &Path, options: &ReadOptions, select: &[&str]) -> Vec<Vec<Option<String>>> {
         let mut reader = open_selecting(path, options, select);
         let width = select.len();
@@ -1230,13 +1242,7 @@ mod tests {
 
     #[test]
     fn recycled_batches_read_like_fresh_ones() {
-        let options = ReadOptions {
-            batch_rows: 7,
-            ..ReadOptions::default()
-        };
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
-        let fresh = read_all(&path, &options, &["rec_id", "surname", "suburb"]);
-        let mut reader = open_selecting(&path, &options, &["rec_id", "surname", "suburb"]);
+        let (fresh, mut reader) = febrl_twice(7, &["rec_id", "surname", "suburb"]);
         let mut recycled: Vec<Vec<Option<String>>> = Vec::new();
         while let Some(batch) = reader.next_batch().unwrap() {
             for r in 0..batch.len() {
@@ -1250,13 +1256,7 @@ mod tests {
 
     #[test]
     fn sub_batches_hand_their_buffers_on_past_the_end_of_each_chunk() {
-        let options = ReadOptions {
-            batch_rows: 100,
-            ..ReadOptions::default()
-        };
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/febrl4_a.csv");
-        let fresh = read_all(&path, &options, &["rec_id", "surname"]);
-        let mut reader = open_selecting(&path, &options, &["rec_id", "surname"]);
+        let (fresh, mut reader) = febrl_twice(100, &["rec_id", "surname"]);
         let parser = reader.parser().clone();
         let (mut spare, mut chunks) = (None, 0);
         let mut got: Vec<Vec<Option<String>>> = Vec::new();
