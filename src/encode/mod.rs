@@ -195,6 +195,9 @@ enum Lookup {
     Hit(Run),
     /// Not stored: the value is prepared, and its words go into the memo.
     Miss,
+    /// Stored in a memo too large for the caches, looked up before the
+    /// others: as `Hit`, but its words are read after every other feature's.
+    Far(Run),
 }
 
 /// One encoder's memos on one thread.
@@ -461,10 +464,38 @@ impl Encoder {
             s.lookups.resize(n, Lookup::Off);
             s.memo_keys.resize_with(n, Vec::new);
         }
+        // Memos too large for the caches first: the words of a value found
+        // there are fetched while the other features are looked up and
+        // encoded, and read last (an OR of words does not depend on order).
+        let mut far = false;
+        for (p, plan) in self.fields.iter().enumerate() {
+            s.lookups[p] = Lookup::Off;
+            if let Some(memo) = memos.as_deref_mut().map(|m| &mut m.features[p].values)
+                && plan.salt_source.is_none()
+                && memo.worth_prefetching()
+                && memo.active()
+            {
+                s.lookups[p] = match memo.lookup(value_key(plan, values, &[])) {
+                    Some(run) => {
+                        memo.prefetch_run(run);
+                        far = true;
+                        Lookup::Far(run)
+                    }
+                    None => Lookup::Miss,
+                };
+            }
+        }
         // Pass 1: every value validated and formatted (salts need other
         // features' values), unless the value memo knows its words.
         for (p, plan) in self.fields.iter().enumerate() {
-            s.lookups[p] = Lookup::Off;
+            match s.lookups[p] {
+                Lookup::Far(_) => continue,
+                Lookup::Miss => {
+                    self.prepare(plan, values, &mut s.values, &mut s.tmp)?;
+                    continue;
+                }
+                Lookup::Off | Lookup::Hit(_) => {}
+            }
             if let Some(memo) = memos.as_deref_mut().map(|m| &mut m.features[p].values)
                 && memo.active()
             {
@@ -496,9 +527,13 @@ impl Encoder {
         for (p, plan) in self.fields.iter().enumerate() {
             let mut feature_memos = memos.as_deref_mut().map(|m| &mut m.features[p]);
             let lookup = s.lookups[p];
-            if let (Lookup::Hit(run), Some(m)) = (lookup, feature_memos.as_deref_mut()) {
-                cache::or_sparse(m.values.get(run), &mut s.words);
-                continue;
+            match (lookup, feature_memos.as_deref_mut()) {
+                (Lookup::Hit(run), Some(m)) => {
+                    cache::or_sparse(m.values.get(run), &mut s.words);
+                    continue;
+                }
+                (Lookup::Far(_), _) => continue,
+                _ => {}
             }
             let spec = &plan.spec;
             tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
@@ -518,7 +553,7 @@ impl Encoder {
                     } else {
                         // A source the value memo knew was not prepared in pass 1.
                         if let Some((_, Some(q))) = plan.salt_source
-                            && matches!(s.lookups[q], Lookup::Hit(_))
+                            && matches!(s.lookups[q], Lookup::Hit(_) | Lookup::Far(_))
                         {
                             self.prepare(&self.fields[q], values, &mut s.values, &mut s.tmp)?;
                         }
@@ -589,6 +624,13 @@ impl Encoder {
                     });
                 for (w, f) in s.words.iter_mut().zip(&s.feature_words) {
                     *w |= f;
+                }
+            }
+        }
+        if far && let Some(memos) = memos.as_deref() {
+            for (lookup, feature) in s.lookups.iter().zip(&memos.features) {
+                if let Lookup::Far(run) = *lookup {
+                    cache::or_sparse(feature.values.get(run), &mut s.words);
                 }
             }
         }
@@ -941,7 +983,9 @@ mod tests {
     fn fetching_ahead_from_large_memos_changes_no_clk() {
         // Enough distinct surnames for a memo worth fetching ahead, one in 16
         // of them the same so that the memo never pauses, each seen twice.
-        let people: Vec<(String, String)> = (0..40_000)
+        // Seven given names: a given name salted with the surname is new
+        // on the second sight of most surnames.
+        let people: Vec<(String, String, String)> = (0..40_000)
             .map(|i| {
                 let surname = if i % 16 == 0 {
                     "smith".to_owned()
@@ -949,6 +993,7 @@ mod tests {
                     format!("surname{}", i % 20_000)
                 };
                 (
+                    format!("given{}", i % 7),
                     surname,
                     format!("19{:02}{:02}{:02}", i % 100, i % 12 + 1, i % 28 + 1),
                 )
@@ -956,26 +1001,41 @@ mod tests {
             .collect();
         let rows: Vec<Vec<Option<&str>>> = people
             .iter()
-            .map(|(surname, dob)| record("anna", surname, dob))
+            .map(|(given, surname, dob)| record(given, surname, dob))
             .collect();
-        let e = Encoder::new(&febrl_schema(), &secret());
-        let plain = Encoder::new(&febrl_schema(), &secret()).with_memo_budget(0);
-        for (i, row) in rows.iter().enumerate() {
-            let next = |f: usize| rows.get(i + 1).and_then(|r| r[f]);
-            let mut out = vec![0; e.filter_bytes()];
-            e.encode_into_ahead(row, &mut out, &next).unwrap();
-            if i % 97 == 0 || i % 20_000 < 3 {
-                assert_eq!(out, plain.encode(row).unwrap(), "row {i}");
+        // Also with the surname, whose memo is the large one, as the salt
+        // of the given name: a salt source found in a large memo is prepared
+        // when the salted feature needs it.
+        let mut salted: serde_json::Value =
+            serde_json::from_str(&crate::schema::default_schema_json()).unwrap();
+        let given = salted["features"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|f| f["identifier"] == "given_name")
+            .unwrap();
+        given["hashing"]["salt"] = serde_json::json!({"identifier": "surname", "length": 4});
+        let salted = Schema::from_json(&salted.to_string()).unwrap();
+        for schema in [febrl_schema(), salted] {
+            let e = Encoder::new(&schema, &secret());
+            let plain = Encoder::new(&schema, &secret()).with_memo_budget(0);
+            for (i, row) in rows.iter().enumerate() {
+                let next = |f: usize| rows.get(i + 1).and_then(|r| r[f]);
+                let mut out = vec![0; e.filter_bytes()];
+                e.encode_into_ahead(row, &mut out, &next).unwrap();
+                if i % 97 == 0 || i % 20_000 < 3 {
+                    assert_eq!(out, plain.encode(row).unwrap(), "row {i}");
+                }
             }
+            SCRATCH.with(|s| {
+                let s = s.borrow();
+                let memos = &s.memos.iter().find(|m| m.encoder == e.id).unwrap().memos;
+                assert!(
+                    memos.features.iter().any(|f| f.values.worth_prefetching()),
+                    "{memos:?}"
+                );
+            });
         }
-        SCRATCH.with(|s| {
-            let s = s.borrow();
-            let memos = &s.memos.iter().find(|m| m.encoder == e.id).unwrap().memos;
-            assert!(
-                memos.features.iter().any(|f| f.values.worth_prefetching()),
-                "{memos:?}"
-            );
-        });
     }
 
     #[test]
