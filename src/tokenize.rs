@@ -121,14 +121,21 @@ fn ngrams(value: &str, n: usize, positional: bool, out: &mut Tokens) {
         return;
     }
     for i in 0..=(chars - n) {
+        let gram = &out.padded[out.bounds[i]..out.bounds[i + n]];
         if positional {
-            push_decimal(&mut out.text, i + 1);
-            out.text.push(' ');
+            push_positional(&mut out.text, i, gram);
+        } else {
+            out.text.push_str(gram);
         }
-        out.text
-            .push_str(&out.padded[out.bounds[i]..out.bounds[i + n]]);
         out.ends.push(out.text.len());
     }
+}
+
+/// Appends the positional gram of `gram` at 0-based `index`: `"<index + 1> <gram>"`.
+pub(crate) fn push_positional(out: &mut String, index: usize, gram: &str) {
+    push_decimal(out, index + 1);
+    out.push(' ');
+    out.push_str(gram);
 }
 
 /// Appends `n` in decimal (what `write!` does, without its formatting machinery).

@@ -6,12 +6,14 @@
 //! its feature, its bytes (salt prefix included) and `k`; a whole feature's
 //! bits on its raw value and the raw value of its salt's source. Identifier
 //! vocabularies are small (a few thousand bigrams per name field, a hundred
-//! positional digits), so each feature gets two memos, kept by each thread:
+//! positional digits), so each feature gets these memos, kept by each thread:
 //!
 //! * values: raw value (and salt source) → the filter words the feature sets,
 //!   stored sparsely (see [`push_sparse`]);
 //! * tokens: salted token bytes → its bit positions for the largest `k` asked
-//!   so far (every scheme's positions for a smaller `k` are a prefix).
+//!   so far (every scheme's positions for a smaller `k` are a prefix);
+//! * unigrams: the same for unsalted positional unigrams of ASCII text, in a
+//!   table indexed by position and byte (see [`Unigrams`]).
 //!
 //! The memos of one encoder on one thread share a budget of bytes (the
 //! largest are cleared when it is exceeded), and a memo pauses itself for a
@@ -375,6 +377,8 @@ pub(super) struct FeatureMemos {
     pub values: Memo<u64>,
     /// Salted token bytes → bit positions.
     pub tokens: Memo<u32>,
+    /// The token memo of unsalted positional unigrams of ASCII text.
+    pub unigrams: Unigrams,
 }
 
 /// The memos of every encoded feature of one encoder, on one thread, within
@@ -413,7 +417,7 @@ impl Memos {
     pub fn bytes(&self) -> usize {
         self.features
             .iter()
-            .map(|f| f.values.bytes() + f.tokens.bytes())
+            .map(|f| f.values.bytes() + f.tokens.bytes() + f.unigrams.bytes())
             .sum()
     }
 
@@ -428,6 +432,7 @@ impl Memos {
                     [
                         (f.values.bytes(), &mut f.values as &mut dyn Clear),
                         (f.tokens.bytes(), &mut f.tokens as &mut dyn Clear),
+                        (f.unigrams.bytes(), &mut f.unigrams as &mut dyn Clear),
                     ]
                 })
                 .max_by_key(|(bytes, _)| *bytes);
@@ -439,12 +444,96 @@ impl Memos {
     }
 }
 
+/// Positions from which [`Unigrams`] has no slot.
+pub(super) const UNIGRAM_POSITIONS: usize = 64;
+
+/// The bit positions of positional unigrams of ASCII text (`"<position>
+/// <byte>"`: the digits of a register number, a date, a postcode) in a table
+/// indexed by position and byte, for the largest `k` asked so far, as the
+/// token memo keeps them. A unique value (a register number) misses the value
+/// memo every time; its tokens are then neither written out nor hashed.
+#[derive(Default)]
+pub(super) struct Unigrams {
+    /// `runs[index * 128 + byte]`, in `positions`; empty when not known.
+    runs: Vec<Run>,
+    positions: Vec<u32>,
+}
+
+impl fmt::Debug for Unigrams {
+    /// Sizes only, as for [`Memo`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unigrams")
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unigrams {
+    /// The first `k` bit positions of `byte` (ASCII) at 0-based `index`
+    /// (below [`UNIGRAM_POSITIONS`]); `compute(k, out)` appends them to
+    /// `out` when they are not known for `k` yet.
+    #[inline]
+    pub fn positions(
+        &mut self,
+        index: usize,
+        byte: u8,
+        k: usize,
+        compute: impl FnOnce(usize, &mut Vec<u32>),
+    ) -> &[u32] {
+        debug_assert!(index < UNIGRAM_POSITIONS && byte.is_ascii());
+        if self.runs.is_empty() {
+            self.runs = vec![Run::default(); UNIGRAM_POSITIONS * 128];
+        }
+        let slot = index * 128 + usize::from(byte);
+        let mut run = self.runs[slot];
+        if run.len() < k {
+            // Runs address the positions with u32; a run's positions
+            // replaced by a longer run stay until then.
+            if self.positions.len() >= u32::MAX as usize / 2 {
+                self.clear();
+                self.runs = vec![Run::default(); UNIGRAM_POSITIONS * 128];
+            }
+            let start = self.positions.len();
+            compute(k, &mut self.positions);
+            run = Run {
+                start: start as u32,
+                len: (self.positions.len() - start) as u32,
+            };
+            self.runs[slot] = run;
+        }
+        &self.positions[run.start as usize..][..k]
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.runs.capacity() * size_of::<Run>() + self.positions.capacity() * size_of::<u32>()
+    }
+
+    /// Forgets everything, overwriting the positions with zeros first.
+    pub fn clear(&mut self) {
+        zero(&mut std::mem::take(&mut self.runs));
+        zero(&mut std::mem::take(&mut self.positions));
+    }
+}
+
+impl Drop for Unigrams {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 /// A memo of any value type, for clearing.
 trait Clear {
     fn clear_memo(&mut self);
 }
 
 impl<T: Copy + Default> Clear for Memo<T> {
+    fn clear_memo(&mut self) {
+        self.clear();
+    }
+}
+
+impl Clear for Unigrams {
     fn clear_memo(&mut self) {
         self.clear();
     }

@@ -28,9 +28,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use crate::schema::{Feature, FeatureSpec, Schema, Strategy};
+use crate::schema::{Comparison, Feature, FeatureSpec, Format, Schema, Strategy, TextEncoding};
 use crate::secret::Secret;
-use crate::tokenize::{TokenizeError, Tokens, tokenize};
+use crate::tokenize::{self, TokenizeError, Tokens, tokenize};
 use cache::{Memos, Run};
 use hashing::{FieldHasher, set_bit};
 
@@ -81,6 +81,9 @@ struct FieldPlan {
     /// The salt's source: its feature index, and its position in `fields`
     /// unless it is ignored.
     salt_source: Option<(usize, Option<usize>)>,
+    /// Unsalted positional unigrams hashed as their UTF-8 bytes: ASCII
+    /// values take the [`cache::Unigrams`] table.
+    ascii_unigrams: bool,
     hasher: FieldHasher,
 }
 
@@ -173,6 +176,8 @@ struct Buffers {
     tokens: Tokens,
     token_bytes: Vec<u8>,
     message: Vec<u8>,
+    /// One positional unigram's text, for the `Unigrams` table.
+    token: String,
     words: Vec<u64>,
     /// One feature's words, while they are computed for the value memo.
     feature_words: Vec<u64>,
@@ -272,7 +277,21 @@ impl Encoder {
                         .count();
                     (s.source, (!salt_from_ignored).then_some(position))
                 });
+                let ascii_unigrams = spec.salt.is_none()
+                    && spec.comparison
+                        == (Comparison::Ngram {
+                            n: 1,
+                            positional: true,
+                        })
+                    && !matches!(
+                        spec.format,
+                        Format::String {
+                            encoding: TextEncoding::Utf16 | TextEncoding::Utf32,
+                            ..
+                        }
+                    );
                 Some(FieldPlan {
+                    ascii_unigrams,
                     index,
                     identifier: feature.identifier().to_owned(),
                     hasher: FieldHasher::new(
@@ -536,32 +555,6 @@ impl Encoder {
                 _ => {}
             }
             let spec = &plan.spec;
-            tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
-                FieldError {
-                    feature: plan.identifier.clone(),
-                    reason: match e {
-                        TokenizeError::NotANumber => RejectReason::NotANumber,
-                    },
-                }
-            })?;
-            match &spec.salt {
-                None => s.salt_prefix.clear(),
-                Some(salt) => {
-                    let source: &str = if plan.salt_from_ignored {
-                        value::salt_of_ignored(values[salt.source], &mut s.salt);
-                        &s.salt
-                    } else {
-                        // A source the value memo knew was not prepared in pass 1.
-                        if let Some((_, Some(q))) = plan.salt_source
-                            && matches!(s.lookups[q], Lookup::Hit(_) | Lookup::Far(_))
-                        {
-                            self.prepare(&self.fields[q], values, &mut s.values, &mut s.tmp)?;
-                        }
-                        &s.values[salt.source]
-                    };
-                    write_salt_prefix(source, salt.length, &mut s.salt_prefix);
-                }
-            }
             // A value the memo will keep gets its own words first. A slice,
             // not the Vec: through a `&mut Vec` the compiler reloads its
             // pointer and length after every bit it sets.
@@ -572,48 +565,99 @@ impl Encoder {
             } else {
                 &mut s.words
             };
-            let count = s.tokens.len();
-            for i in 0..count {
-                let k = spec.strategy.bits_for(i, count);
-                if k == 0 {
-                    continue;
+            let value = &s.values[plan.index];
+            if plan.ascii_unigrams
+                && value.len() <= cache::UNIGRAM_POSITIONS
+                && value.is_ascii()
+                && let Some(m) = feature_memos.as_deref_mut()
+            {
+                let count = value.len();
+                for (i, &byte) in value.as_bytes().iter().enumerate() {
+                    let k = spec.strategy.bits_for(i, count);
+                    if k == 0 {
+                        continue;
+                    }
+                    let positions = m.unigrams.positions(i, byte, k, |k, out| {
+                        s.stored = true;
+                        s.token.clear();
+                        tokenize::push_positional(&mut s.token, i, &value[i..=i]);
+                        plan.hasher
+                            .positions(s.token.as_bytes(), k, self.hash_bits, out);
+                    });
+                    for &position in positions {
+                        set_bit(target, position as usize);
+                    }
                 }
-                let token = s.tokens.get(i);
-                let bytes: &[u8] = match &spec.format {
-                    crate::schema::Format::String { encoding, .. } => {
-                        hashing::encode_token(*encoding, token, &mut s.token_bytes)
+            } else {
+                tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
+                    FieldError {
+                        feature: plan.identifier.clone(),
+                        reason: match e {
+                            TokenizeError::NotANumber => RejectReason::NotANumber,
+                        },
                     }
-                    _ => token.as_bytes(),
-                };
-                let message: &[u8] = if s.salt_prefix.is_empty() {
-                    bytes
-                } else {
-                    s.message.clear();
-                    s.message.extend_from_slice(&s.salt_prefix);
-                    s.message.extend_from_slice(bytes);
-                    &s.message
-                };
-                let token_memo = feature_memos
-                    .as_deref_mut()
-                    .map(|m| &mut m.tokens)
-                    .and_then(|memo| memo.active().then_some(memo));
-                match token_memo {
-                    Some(memo) => {
-                        let run = match memo.lookup(message) {
-                            Some(run) if run.len() >= k => run,
-                            // New, or known for a smaller k only.
-                            _ => {
-                                s.stored = true;
-                                memo.store(message, |out| {
-                                    plan.hasher.positions(message, k, self.hash_bits, out);
-                                })
+                })?;
+                match &spec.salt {
+                    None => s.salt_prefix.clear(),
+                    Some(salt) => {
+                        let source: &str = if plan.salt_from_ignored {
+                            value::salt_of_ignored(values[salt.source], &mut s.salt);
+                            &s.salt
+                        } else {
+                            // A source the value memo knew was not prepared in pass 1.
+                            if let Some((_, Some(q))) = plan.salt_source
+                                && matches!(s.lookups[q], Lookup::Hit(_) | Lookup::Far(_))
+                            {
+                                self.prepare(&self.fields[q], values, &mut s.values, &mut s.tmp)?;
                             }
+                            &s.values[salt.source]
                         };
-                        for &position in &memo.get(run)[..k] {
-                            set_bit(target, position as usize);
-                        }
+                        write_salt_prefix(source, salt.length, &mut s.salt_prefix);
                     }
-                    _ => plan.hasher.insert(message, k, self.hash_bits, target),
+                }
+                let count = s.tokens.len();
+                for i in 0..count {
+                    let k = spec.strategy.bits_for(i, count);
+                    if k == 0 {
+                        continue;
+                    }
+                    let token = s.tokens.get(i);
+                    let bytes: &[u8] = match &spec.format {
+                        crate::schema::Format::String { encoding, .. } => {
+                            hashing::encode_token(*encoding, token, &mut s.token_bytes)
+                        }
+                        _ => token.as_bytes(),
+                    };
+                    let message: &[u8] = if s.salt_prefix.is_empty() {
+                        bytes
+                    } else {
+                        s.message.clear();
+                        s.message.extend_from_slice(&s.salt_prefix);
+                        s.message.extend_from_slice(bytes);
+                        &s.message
+                    };
+                    let token_memo = feature_memos
+                        .as_deref_mut()
+                        .map(|m| &mut m.tokens)
+                        .and_then(|memo| memo.active().then_some(memo));
+                    match token_memo {
+                        Some(memo) => {
+                            let run = match memo.lookup(message) {
+                                Some(run) if run.len() >= k => run,
+                                // New, or known for a smaller k only.
+                                _ => {
+                                    s.stored = true;
+                                    memo.store(message, |out| {
+                                        plan.hasher.positions(message, k, self.hash_bits, out);
+                                    })
+                                }
+                            };
+                            for &position in &memo.get(run)[..k] {
+                                set_bit(target, position as usize);
+                            }
+                        }
+                        _ => plan.hasher.insert(message, k, self.hash_bits, target),
+                    }
                 }
             }
             if let (Lookup::Miss, Some(m)) = (lookup, feature_memos) {
