@@ -26,6 +26,8 @@
 
 use std::fmt;
 
+use super::hashing::set_bit;
+
 /// The FxHash multiplier (as in rustc).
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
@@ -452,11 +454,20 @@ pub(super) const UNIGRAM_POSITIONS: usize = 64;
 /// indexed by position and byte, for the largest `k` asked so far, as the
 /// token memo keeps them. A unique value (a register number) misses the value
 /// memo every time; its tokens are then neither written out nor hashed.
+///
+/// Where the filter has at most twice as many words as a token sets bits, a
+/// token's bits are also kept as whole words for the `k` last asked, ORed in
+/// at once: a register number's digits set their bits (10 of 1024 per digit)
+/// in a third of the time.
 #[derive(Default)]
 pub(super) struct Unigrams {
     /// `runs[index * 128 + byte]`, in `positions`; empty when not known.
     runs: Vec<Run>,
     positions: Vec<u32>,
+    /// Per slot: where its words start in `masks` (`u32::MAX`: none yet),
+    /// and the `k` they hold the first positions of.
+    mask_at: Vec<(u32, u32)>,
+    masks: Vec<u64>,
 }
 
 impl fmt::Debug for Unigrams {
@@ -504,15 +515,62 @@ impl Unigrams {
         &self.positions[run.start as usize..][..k]
     }
 
-    /// Bytes allocated.
-    pub fn bytes(&self) -> usize {
-        self.runs.capacity() * size_of::<Run>() + self.positions.capacity() * size_of::<u32>()
+    /// Sets the first `k` bit positions of `byte` at `index` in `words`
+    /// (as [`Unigrams::positions`] gives them).
+    #[inline]
+    pub fn set_bits(
+        &mut self,
+        index: usize,
+        byte: u8,
+        k: usize,
+        words: &mut [u64],
+        compute: impl FnOnce(usize, &mut Vec<u32>),
+    ) {
+        if words.len() > 2 * k {
+            for &position in self.positions(index, byte, k, compute) {
+                set_bit(words, position as usize);
+            }
+            return;
+        }
+        let n = words.len();
+        if self.mask_at.is_empty() {
+            self.mask_at = vec![(u32::MAX, 0); UNIGRAM_POSITIONS * 128];
+        }
+        let slot = index * 128 + usize::from(byte);
+        let (mut at, mask_k) = self.mask_at[slot];
+        if at == u32::MAX || mask_k as usize != k {
+            if at == u32::MAX {
+                at = self.masks.len() as u32;
+                self.masks.resize(self.masks.len() + n, 0);
+            }
+            let mut masks = std::mem::take(&mut self.masks);
+            let own = &mut masks[at as usize..][..n];
+            own.fill(0);
+            for &position in self.positions(index, byte, k, compute) {
+                set_bit(own, position as usize);
+            }
+            self.masks = masks;
+            self.mask_at[slot] = (at, k as u32);
+        }
+        for (w, m) in words.iter_mut().zip(&self.masks[at as usize..][..n]) {
+            *w |= m;
+        }
     }
 
-    /// Forgets everything, overwriting the positions with zeros first.
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.runs.capacity() * size_of::<Run>()
+            + self.positions.capacity() * size_of::<u32>()
+            + self.mask_at.capacity() * size_of::<(u32, u32)>()
+            + self.masks.capacity() * size_of::<u64>()
+    }
+
+    /// Forgets everything, overwriting positions and words with zeros first.
     pub fn clear(&mut self) {
         zero(&mut std::mem::take(&mut self.runs));
         zero(&mut std::mem::take(&mut self.positions));
+        zero(&mut std::mem::take(&mut self.mask_at));
+        zero(&mut std::mem::take(&mut self.masks));
     }
 }
 
@@ -656,6 +714,27 @@ mod tests {
             or_sparse(&sparse, &mut got);
             proptest::prop_assert_eq!(got, expected);
         }
+    }
+
+    #[test]
+    fn unigram_words_hold_the_first_k_positions_whatever_k_came_before() {
+        let mut unigrams = Unigrams::default();
+        // Positions for any k are a prefix of those for a larger k.
+        let position = |j: usize| (j * 37 + 5) % 1024;
+        for k in [3usize, 10, 8, 10, 1, 10, 30, 9] {
+            let mut words = vec![0u64; 16];
+            unigrams.set_bits(4, b'7', k, &mut words, |k, out| {
+                out.extend((0..k).map(|j| position(j) as u32));
+            });
+            let mut expected = vec![0u64; 16];
+            for j in 0..k {
+                set_bit(&mut expected, position(j));
+            }
+            assert_eq!(words, expected, "k = {k}");
+        }
+        assert!(unigrams.bytes() > 0);
+        unigrams.clear();
+        assert_eq!(unigrams.bytes(), 0);
     }
 
     fn stored(m: &mut Memo<u32>, key: &[u8]) -> Option<Vec<u32>> {

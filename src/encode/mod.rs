@@ -577,16 +577,13 @@ impl Encoder {
                     if k == 0 {
                         continue;
                     }
-                    let positions = m.unigrams.positions(i, byte, k, |k, out| {
+                    m.unigrams.set_bits(i, byte, k, target, |k, out| {
                         s.stored = true;
                         s.token.clear();
                         tokenize::push_positional(&mut s.token, i, &value[i..=i]);
                         plan.hasher
                             .positions(s.token.as_bytes(), k, self.hash_bits, out);
                     });
-                    for &position in positions {
-                        set_bit(target, position as usize);
-                    }
                 }
             } else {
                 tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
