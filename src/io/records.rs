@@ -931,6 +931,13 @@ fn trimmed_range(value: &str, range: Range<usize>) -> Range<usize> {
 /// characters, and when what is left starts and ends with printable ASCII
 /// (most values) nothing more would; otherwise `str::trim` decides.
 fn trim_field(value: &str) -> &str {
+    // Most values: nothing to trim, seen from their two ends alone.
+    if let (Some(first), Some(last)) = (value.as_bytes().first(), value.as_bytes().last())
+        && first.is_ascii_graphic()
+        && last.is_ascii_graphic()
+    {
+        return value;
+    }
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
     let all = value.as_bytes();
     let start = all.iter().position(|b| !blank(b)).unwrap_or(all.len());
