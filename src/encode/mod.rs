@@ -566,6 +566,8 @@ impl Encoder {
                 &mut s.words
             };
             let value = &s.values[plan.index];
+            // Token i of positional unigrams is `"<i + 1> <byte i>"`: looked
+            // up by (i, byte), it need not be written out or hashed.
             if plan.ascii_unigrams
                 && value.len() <= cache::UNIGRAM_POSITIONS
                 && value.is_ascii()
