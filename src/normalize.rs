@@ -75,8 +75,17 @@ impl Normalization {
     pub fn apply_into(&self, value: &str, out: &mut String) {
         out.clear();
         // Letters and digits of ASCII only (register numbers, postcodes,
-        // most names): no step changes them but lower-casing.
-        if value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        // most names), perhaps as words between single spaces (addresses,
+        // names with particles): no step changes them but lower-casing.
+        let bytes = value.as_bytes();
+        if bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b' ')
+            && !(self.collapse_whitespace
+                && (bytes.first() == Some(&b' ')
+                    || bytes.last() == Some(&b' ')
+                    || bytes.windows(2).any(|w| w == b"  ")))
+        {
             out.push_str(value);
             if self.case_fold {
                 out.make_ascii_lowercase();
@@ -445,6 +454,7 @@ mod tests {
         fn collapsing_on_the_fly_equals_collapsing_after(
             value in proptest::prop_oneof![
                 "[a-zA-Z0-9]{0,16}",
+                "[a-zA-Z0-9 ]{0,16}",
                 "[a-zA-Z0-9 \t\u{a0}\u{3000}\u{2028}'’.,ßéÉ\u{301}-]{0,16}",
             ],
             steps in proptest::array::uniform4(proptest::bool::ANY),

@@ -12,8 +12,8 @@
 //!   stored sparsely (see [`push_sparse`]);
 //! * tokens: salted token bytes → its bit positions for the largest `k` asked
 //!   so far (every scheme's positions for a smaller `k` are a prefix);
-//! * unigrams: the same for unsalted positional unigrams of ASCII text, in a
-//!   table indexed by position and byte (see [`Unigrams`]).
+//! * grams: the same for the unsalted positional unigrams and the bigrams of
+//!   ASCII text, in a table indexed by their bytes (see [`Grams`]).
 //!
 //! The memos of one encoder on one thread share a budget of bytes (the
 //! largest are cleared when it is exceeded), and a memo pauses itself for a
@@ -379,8 +379,8 @@ pub(super) struct FeatureMemos {
     pub values: Memo<u64>,
     /// Salted token bytes → bit positions.
     pub tokens: Memo<u32>,
-    /// The token memo of unsalted positional unigrams of ASCII text.
-    pub unigrams: Unigrams,
+    /// The token memo of unsalted positional unigrams or bigrams of ASCII text.
+    pub grams: Grams,
 }
 
 /// The memos of every encoded feature of one encoder, on one thread, within
@@ -419,7 +419,7 @@ impl Memos {
     pub fn bytes(&self) -> usize {
         self.features
             .iter()
-            .map(|f| f.values.bytes() + f.tokens.bytes() + f.unigrams.bytes())
+            .map(|f| f.values.bytes() + f.tokens.bytes() + f.grams.bytes())
             .sum()
     }
 
@@ -434,7 +434,7 @@ impl Memos {
                     [
                         (f.values.bytes(), &mut f.values as &mut dyn Clear),
                         (f.tokens.bytes(), &mut f.tokens as &mut dyn Clear),
-                        (f.unigrams.bytes(), &mut f.unigrams as &mut dyn Clear),
+                        (f.grams.bytes(), &mut f.grams as &mut dyn Clear),
                     ]
                 })
                 .max_by_key(|(bytes, _)| *bytes);
@@ -446,22 +446,42 @@ impl Memos {
     }
 }
 
-/// Positions from which [`Unigrams`] has no slot.
+/// Positions from which positional unigrams have no slot in [`Grams`].
 pub(super) const UNIGRAM_POSITIONS: usize = 64;
 
-/// The bit positions of positional unigrams of ASCII text (`"<position>
-/// <byte>"`: the digits of a register number, a date, a postcode) in a table
-/// indexed by position and byte, for the largest `k` asked so far, as the
-/// token memo keeps them. A unique value (a register number) misses the value
-/// memo every time; its tokens are then neither written out nor hashed.
+/// Slots of a [`Grams`] table.
+const GRAM_SLOTS: usize = 128 * 128;
+
+/// The slot of a positional unigram: ASCII `byte` at 0-based `index` (below
+/// [`UNIGRAM_POSITIONS`]).
+#[inline]
+pub(super) fn unigram_slot(index: usize, byte: u8) -> usize {
+    debug_assert!(index < UNIGRAM_POSITIONS && byte.is_ascii());
+    index * 128 + usize::from(byte)
+}
+
+/// The slot of a bigram of two ASCII bytes.
+#[inline]
+pub(super) fn bigram_slot(first: u8, second: u8) -> usize {
+    debug_assert!(first.is_ascii() && second.is_ascii());
+    usize::from(first) * 128 + usize::from(second)
+}
+
+/// The bit positions of the short tokens of ASCII text, positional unigrams
+/// (`"<position> <byte>"`: the digits of a register number, a date, a
+/// postcode) or bigrams (names, addresses), in a table indexed by the
+/// token's bytes ([`unigram_slot`], [`bigram_slot`]), for the largest `k`
+/// asked so far, as the token memo keeps them. A value the value memo does
+/// not know (a register number, an address) then has its tokens neither
+/// written out nor hashed.
 ///
 /// Where the filter has at most twice as many words as a token sets bits, a
-/// token's bits are also kept as whole words for the `k` last asked, ORed in
-/// at once: a register number's digits set their bits (10 of 1024 per digit)
-/// in a third of the time.
+/// token's bits are also kept as whole words (for the first `k` asked: other
+/// `k` take the positions), ORed in at once: a register number's digits set
+/// their bits (10 of 1024 per digit) in a third of the time.
 #[derive(Default)]
-pub(super) struct Unigrams {
-    /// `runs[index * 128 + byte]`, in `positions`; empty when not known.
+pub(super) struct Grams {
+    /// `runs[slot]`, in `positions`; empty when not known.
     runs: Vec<Run>,
     positions: Vec<u32>,
     /// Per slot: where its words start in `masks` (`u32::MAX`: none yet),
@@ -470,39 +490,35 @@ pub(super) struct Unigrams {
     masks: Vec<u64>,
 }
 
-impl fmt::Debug for Unigrams {
+impl fmt::Debug for Grams {
     /// Sizes only, as for [`Memo`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Unigrams")
+        f.debug_struct("Grams")
             .field("bytes", &self.bytes())
             .finish_non_exhaustive()
     }
 }
 
-impl Unigrams {
-    /// The first `k` bit positions of `byte` (ASCII) at 0-based `index`
-    /// (below [`UNIGRAM_POSITIONS`]); `compute(k, out)` appends them to
-    /// `out` when they are not known for `k` yet.
+impl Grams {
+    /// The first `k` bit positions of the token in `slot`; `compute(k, out)`
+    /// appends them to `out` when they are not known for `k` yet.
     #[inline]
     pub fn positions(
         &mut self,
-        index: usize,
-        byte: u8,
+        slot: usize,
         k: usize,
         compute: impl FnOnce(usize, &mut Vec<u32>),
     ) -> &[u32] {
-        debug_assert!(index < UNIGRAM_POSITIONS && byte.is_ascii());
         if self.runs.is_empty() {
-            self.runs = vec![Run::default(); UNIGRAM_POSITIONS * 128];
+            self.runs = vec![Run::default(); GRAM_SLOTS];
         }
-        let slot = index * 128 + usize::from(byte);
         let mut run = self.runs[slot];
         if run.len() < k {
             // Runs address the positions with u32; a run's positions
             // replaced by a longer run stay until then.
             if self.positions.len() >= u32::MAX as usize / 2 {
                 self.clear();
-                self.runs = vec![Run::default(); UNIGRAM_POSITIONS * 128];
+                self.runs = vec![Run::default(); GRAM_SLOTS];
             }
             let start = self.positions.len();
             compute(k, &mut self.positions);
@@ -515,45 +531,45 @@ impl Unigrams {
         &self.positions[run.start as usize..][..k]
     }
 
-    /// Sets the first `k` bit positions of `byte` at `index` in `words`
-    /// (as [`Unigrams::positions`] gives them).
+    /// Sets the first `k` bit positions of the token in `slot` in `words`
+    /// (as [`Grams::positions`] gives them).
     #[inline]
     pub fn set_bits(
         &mut self,
-        index: usize,
-        byte: u8,
+        slot: usize,
         k: usize,
         words: &mut [u64],
         compute: impl FnOnce(usize, &mut Vec<u32>),
     ) {
-        if words.len() > 2 * k {
-            for &position in self.positions(index, byte, k, compute) {
-                set_bit(words, position as usize);
-            }
-            return;
-        }
         let n = words.len();
-        if self.mask_at.is_empty() {
-            self.mask_at = vec![(u32::MAX, 0); UNIGRAM_POSITIONS * 128];
-        }
-        let slot = index * 128 + usize::from(byte);
-        let (mut at, mask_k) = self.mask_at[slot];
-        if at == u32::MAX || mask_k as usize != k {
+        if n <= 2 * k {
+            if self.mask_at.is_empty() {
+                self.mask_at = vec![(u32::MAX, 0); GRAM_SLOTS];
+            }
+            let (at, mask_k) = self.mask_at[slot];
+            if at != u32::MAX && mask_k as usize == k {
+                for (w, m) in words.iter_mut().zip(&self.masks[at as usize..][..n]) {
+                    *w |= m;
+                }
+                return;
+            }
             if at == u32::MAX {
-                at = self.masks.len() as u32;
-                self.masks.resize(self.masks.len() + n, 0);
+                let at = self.masks.len();
+                let mut masks = std::mem::take(&mut self.masks);
+                masks.resize(at + n, 0);
+                for &position in self.positions(slot, k, compute) {
+                    set_bit(&mut masks[at..], position as usize);
+                }
+                for (w, m) in words.iter_mut().zip(&masks[at..]) {
+                    *w |= m;
+                }
+                self.masks = masks;
+                self.mask_at[slot] = (at as u32, k as u32);
+                return;
             }
-            let mut masks = std::mem::take(&mut self.masks);
-            let own = &mut masks[at as usize..][..n];
-            own.fill(0);
-            for &position in self.positions(index, byte, k, compute) {
-                set_bit(own, position as usize);
-            }
-            self.masks = masks;
-            self.mask_at[slot] = (at, k as u32);
         }
-        for (w, m) in words.iter_mut().zip(&self.masks[at as usize..][..n]) {
-            *w |= m;
+        for &position in self.positions(slot, k, compute) {
+            set_bit(words, position as usize);
         }
     }
 
@@ -574,7 +590,7 @@ impl Unigrams {
     }
 }
 
-impl Drop for Unigrams {
+impl Drop for Grams {
     fn drop(&mut self) {
         self.clear();
     }
@@ -591,7 +607,7 @@ impl<T: Copy + Default> Clear for Memo<T> {
     }
 }
 
-impl Clear for Unigrams {
+impl Clear for Grams {
     fn clear_memo(&mut self) {
         self.clear();
     }
@@ -717,13 +733,13 @@ mod tests {
     }
 
     #[test]
-    fn unigram_words_hold_the_first_k_positions_whatever_k_came_before() {
-        let mut unigrams = Unigrams::default();
+    fn gram_words_hold_the_first_k_positions_whatever_k_came_before() {
+        let mut grams = Grams::default();
         // Positions for any k are a prefix of those for a larger k.
         let position = |j: usize| (j * 37 + 5) % 1024;
         for k in [3usize, 10, 8, 10, 1, 10, 30, 9] {
             let mut words = vec![0u64; 16];
-            unigrams.set_bits(4, b'7', k, &mut words, |k, out| {
+            grams.set_bits(unigram_slot(4, b'7'), k, &mut words, |k, out| {
                 out.extend((0..k).map(|j| position(j) as u32));
             });
             let mut expected = vec![0u64; 16];
@@ -732,9 +748,9 @@ mod tests {
             }
             assert_eq!(words, expected, "k = {k}");
         }
-        assert!(unigrams.bytes() > 0);
-        unigrams.clear();
-        assert_eq!(unigrams.bytes(), 0);
+        assert!(grams.bytes() > 0);
+        grams.clear();
+        assert_eq!(grams.bytes(), 0);
     }
 
     fn stored(m: &mut Memo<u32>, key: &[u8]) -> Option<Vec<u32>> {

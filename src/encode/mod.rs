@@ -81,9 +81,9 @@ struct FieldPlan {
     /// The salt's source: its feature index, and its position in `fields`
     /// unless it is ignored.
     salt_source: Option<(usize, Option<usize>)>,
-    /// Unsalted positional unigrams hashed as their UTF-8 bytes: ASCII
-    /// values take the [`cache::Unigrams`] table.
-    ascii_unigrams: bool,
+    /// Unsalted positional unigrams or bigrams hashed as their UTF-8
+    /// bytes: the tokens of ASCII values take the [`cache::Grams`] table.
+    grams: Option<Grams>,
     hasher: FieldHasher,
 }
 
@@ -176,7 +176,7 @@ struct Buffers {
     tokens: Tokens,
     token_bytes: Vec<u8>,
     message: Vec<u8>,
-    /// One positional unigram's text, for the `Unigrams` table.
+    /// One token's text, for the `Grams` table.
     token: String,
     words: Vec<u64>,
     /// One feature's words, while they are computed for the value memo.
@@ -188,6 +188,13 @@ struct Buffers {
     lookups: Vec<Lookup>,
     /// Whether a memo stored something for this record.
     stored: bool,
+}
+
+/// The tokens that the [`cache::Grams`] table can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grams {
+    PositionalUnigrams,
+    Bigrams,
 }
 
 /// What the value memo said about one feature of the record.
@@ -277,21 +284,27 @@ impl Encoder {
                         .count();
                     (s.source, (!salt_from_ignored).then_some(position))
                 });
-                let ascii_unigrams = spec.salt.is_none()
-                    && spec.comparison
-                        == (Comparison::Ngram {
-                            n: 1,
-                            positional: true,
-                        })
-                    && !matches!(
-                        spec.format,
-                        Format::String {
-                            encoding: TextEncoding::Utf16 | TextEncoding::Utf32,
-                            ..
-                        }
-                    );
+                let utf8 = !matches!(
+                    spec.format,
+                    Format::String {
+                        encoding: TextEncoding::Utf16 | TextEncoding::Utf32,
+                        ..
+                    }
+                );
+                let grams = match spec.comparison {
+                    _ if spec.salt.is_some() || !utf8 => None,
+                    Comparison::Ngram {
+                        n: 1,
+                        positional: true,
+                    } => Some(Grams::PositionalUnigrams),
+                    Comparison::Ngram {
+                        n: 2,
+                        positional: false,
+                    } => Some(Grams::Bigrams),
+                    _ => None,
+                };
                 Some(FieldPlan {
-                    ascii_unigrams,
+                    grams,
                     index,
                     identifier: feature.identifier().to_owned(),
                     hasher: FieldHasher::new(
@@ -566,26 +579,58 @@ impl Encoder {
                 &mut s.words
             };
             let value = &s.values[plan.index];
-            // Token i of positional unigrams is `"<i + 1> <byte i>"`: looked
-            // up by (i, byte), it need not be written out or hashed.
-            if plan.ascii_unigrams
-                && value.len() <= cache::UNIGRAM_POSITIONS
-                && value.is_ascii()
+            // Token i of positional unigrams is `"<i + 1> <byte i>"`, of
+            // bigrams bytes i - 1 and i of the value padded with a space on
+            // each side: looked up by those bytes, they need not be written
+            // out or hashed.
+            let grams = plan.grams.filter(|g| {
+                value.is_ascii()
+                    && (*g == Grams::Bigrams || value.len() <= cache::UNIGRAM_POSITIONS)
+            });
+            if let Some(grams) = grams
                 && let Some(m) = feature_memos.as_deref_mut()
             {
-                let count = value.len();
-                for (i, &byte) in value.as_bytes().iter().enumerate() {
+                let bytes = value.as_bytes();
+                // An empty value has no tokens (`tokenize`), not one of two spaces.
+                let count = match grams {
+                    _ if bytes.is_empty() => 0,
+                    Grams::PositionalUnigrams => bytes.len(),
+                    Grams::Bigrams => bytes.len() + 1,
+                };
+                for i in 0..count {
                     let k = spec.strategy.bits_for(i, count);
                     if k == 0 {
                         continue;
                     }
-                    m.unigrams.set_bits(i, byte, k, target, |k, out| {
-                        s.stored = true;
-                        s.token.clear();
-                        tokenize::push_positional(&mut s.token, i, &value[i..=i]);
+                    let token = &mut s.token;
+                    let hash = |k: usize, out: &mut Vec<u32>, token: &str| {
                         plan.hasher
-                            .positions(s.token.as_bytes(), k, self.hash_bits, out);
-                    });
+                            .positions(token.as_bytes(), k, self.hash_bits, out);
+                    };
+                    let stored = &mut s.stored;
+                    match grams {
+                        Grams::PositionalUnigrams => {
+                            let slot = cache::unigram_slot(i, bytes[i]);
+                            m.grams.set_bits(slot, k, target, |k, out| {
+                                *stored = true;
+                                token.clear();
+                                tokenize::push_positional(token, i, &value[i..=i]);
+                                hash(k, out, token);
+                            });
+                        }
+                        Grams::Bigrams => {
+                            let first = if i == 0 { b' ' } else { bytes[i - 1] };
+                            let second = bytes.get(i).copied().unwrap_or(b' ');
+                            let slot = cache::bigram_slot(first, second);
+                            m.grams.set_bits(slot, k, target, |k, out| {
+                                *stored = true;
+                                token.clear();
+                                token.push(char::from(first));
+                                token.push(char::from(second));
+                                hash(k, out, token);
+                            });
+                        }
+                    }
                 }
             } else {
                 tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
