@@ -131,8 +131,67 @@ fn ngrams(value: &str, n: usize, positional: bool, out: &mut Tokens) {
     }
 }
 
+/// A token of ASCII text that its bytes name: what [`ascii_grams`] yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AsciiGram {
+    /// A positional unigram: the 0-based position and the byte.
+    Positional(usize, u8),
+    /// A bigram of the value padded with a space on each side.
+    Bigram(u8, u8),
+}
+
+impl AsciiGram {
+    /// Appends the token's text, as [`tokenize`] writes it.
+    pub(crate) fn write(self, out: &mut String) {
+        match self {
+            AsciiGram::Positional(index, byte) => {
+                push_positional(out, index, char::from(byte).encode_utf8(&mut [0; 4]));
+            }
+            AsciiGram::Bigram(first, second) => {
+                out.push(char::from(first));
+                out.push(char::from(second));
+            }
+        }
+    }
+}
+
+/// The tokens [`tokenize`] makes of an ASCII `value` with positional
+/// unigrams or bigrams, in order, named by their bytes so that they need
+/// not be written out; `None` for other comparisons or other text.
+pub(crate) fn ascii_grams(
+    comparison: &Comparison,
+    value: &str,
+) -> Option<impl ExactSizeIterator<Item = AsciiGram>> {
+    let bytes = value.as_bytes();
+    let bigrams = match *comparison {
+        _ if !value.is_ascii() => return None,
+        Comparison::Ngram {
+            n: 1,
+            positional: true,
+        } => false,
+        Comparison::Ngram {
+            n: 2,
+            positional: false,
+        } => true,
+        _ => return None,
+    };
+    // An empty value has no tokens, not one of two spaces.
+    let count = match bytes.len() {
+        0 => 0,
+        n => n + usize::from(bigrams),
+    };
+    Some((0..count).map(move |i| {
+        if bigrams {
+            let first = if i == 0 { b' ' } else { bytes[i - 1] };
+            AsciiGram::Bigram(first, bytes.get(i).copied().unwrap_or(b' '))
+        } else {
+            AsciiGram::Positional(i, bytes[i])
+        }
+    }))
+}
+
 /// Appends the positional gram of `gram` at 0-based `index`: `"<index + 1> <gram>"`.
-pub(crate) fn push_positional(out: &mut String, index: usize, gram: &str) {
+fn push_positional(out: &mut String, index: usize, gram: &str) {
     push_decimal(out, index + 1);
     out.push(' ');
     out.push_str(gram);
@@ -277,6 +336,36 @@ mod tests {
         let mut t = Tokens::new();
         tokenize(c, v, &mut t).unwrap();
         t.iter().map(str::to_owned).collect()
+    }
+
+    proptest::proptest! {
+        /// The grams named by their bytes are `tokenize`'s tokens, for ASCII
+        /// text; other text and other comparisons have none.
+        #[test]
+        fn ascii_grams_are_the_tokens(
+            value in "[a-z0-9 é]{0,12}",
+            n in 0usize..4,
+            positional in proptest::bool::ANY,
+        ) {
+            let comparison = Comparison::Ngram { n, positional };
+            match ascii_grams(&comparison, &value) {
+                Some(grams) => {
+                    proptest::prop_assert!(value.is_ascii());
+                    proptest::prop_assert!((n, positional) == (1, true) || (n, positional) == (2, false));
+                    let written: Vec<String> = grams
+                        .map(|g| {
+                            let mut text = String::new();
+                            g.write(&mut text);
+                            text
+                        })
+                        .collect();
+                    proptest::prop_assert_eq!(written, tokens(&comparison, &value));
+                }
+                None => proptest::prop_assert!(
+                    !value.is_ascii() || !((n, positional) == (1, true) || (n, positional) == (2, false))
+                ),
+            }
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@
 use std::fmt;
 
 use super::hashing::set_bit;
+use crate::tokenize::AsciiGram;
 
 /// The FxHash multiplier (as in rustc).
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
@@ -452,25 +453,23 @@ pub(super) const UNIGRAM_POSITIONS: usize = 64;
 /// Slots of a [`Grams`] table.
 const GRAM_SLOTS: usize = 128 * 128;
 
-/// The slot of a positional unigram: ASCII `byte` at 0-based `index` (below
-/// [`UNIGRAM_POSITIONS`]).
+/// The slot of a gram in a [`Grams`] table (a positional unigram's position
+/// below [`UNIGRAM_POSITIONS`]).
 #[inline]
-pub(super) fn unigram_slot(index: usize, byte: u8) -> usize {
-    debug_assert!(index < UNIGRAM_POSITIONS && byte.is_ascii());
-    index * 128 + usize::from(byte)
-}
-
-/// The slot of a bigram of two ASCII bytes.
-#[inline]
-pub(super) fn bigram_slot(first: u8, second: u8) -> usize {
-    debug_assert!(first.is_ascii() && second.is_ascii());
-    usize::from(first) * 128 + usize::from(second)
+pub(super) fn gram_slot(gram: AsciiGram) -> usize {
+    match gram {
+        AsciiGram::Positional(index, byte) => {
+            debug_assert!(index < UNIGRAM_POSITIONS);
+            index * 128 + usize::from(byte)
+        }
+        AsciiGram::Bigram(first, second) => usize::from(first) * 128 + usize::from(second),
+    }
 }
 
 /// The bit positions of the short tokens of ASCII text, positional unigrams
 /// (`"<position> <byte>"`: the digits of a register number, a date, a
 /// postcode) or bigrams (names, addresses), in a table indexed by the
-/// token's bytes ([`unigram_slot`], [`bigram_slot`]), for the largest `k`
+/// token's bytes ([`gram_slot`]), for the largest `k`
 /// asked so far, as the token memo keeps them. A value the value memo does
 /// not know (a register number, an address) then has its tokens neither
 /// written out nor hashed.
@@ -739,9 +738,14 @@ mod tests {
         let position = |j: usize| (j * 37 + 5) % 1024;
         for k in [3usize, 10, 8, 10, 1, 10, 30, 9] {
             let mut words = vec![0u64; 16];
-            grams.set_bits(unigram_slot(4, b'7'), k, &mut words, |k, out| {
-                out.extend((0..k).map(|j| position(j) as u32));
-            });
+            grams.set_bits(
+                gram_slot(AsciiGram::Positional(4, b'7')),
+                k,
+                &mut words,
+                |k, out| {
+                    out.extend((0..k).map(|j| position(j) as u32));
+                },
+            );
             let mut expected = vec![0u64; 16];
             for j in 0..k {
                 set_bit(&mut expected, position(j));

@@ -81,9 +81,9 @@ struct FieldPlan {
     /// The salt's source: its feature index, and its position in `fields`
     /// unless it is ignored.
     salt_source: Option<(usize, Option<usize>)>,
-    /// Unsalted positional unigrams or bigrams hashed as their UTF-8
-    /// bytes: the tokens of ASCII values take the [`cache::Grams`] table.
-    grams: Option<Grams>,
+    /// Unsalted tokens hashed as their UTF-8 bytes: those of ASCII values
+    /// that [`tokenize::ascii_grams`] names take the [`cache::Grams`] table.
+    short_grams: bool,
     hasher: FieldHasher,
 }
 
@@ -190,13 +190,6 @@ struct Buffers {
     stored: bool,
 }
 
-/// The tokens that the [`cache::Grams`] table can take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Grams {
-    PositionalUnigrams,
-    Bigrams,
-}
-
 /// What the value memo said about one feature of the record.
 #[derive(Debug, Clone, Copy, Default)]
 enum Lookup {
@@ -284,27 +277,16 @@ impl Encoder {
                         .count();
                     (s.source, (!salt_from_ignored).then_some(position))
                 });
-                let utf8 = !matches!(
-                    spec.format,
-                    Format::String {
-                        encoding: TextEncoding::Utf16 | TextEncoding::Utf32,
-                        ..
-                    }
-                );
-                let grams = match spec.comparison {
-                    _ if spec.salt.is_some() || !utf8 => None,
-                    Comparison::Ngram {
-                        n: 1,
-                        positional: true,
-                    } => Some(Grams::PositionalUnigrams),
-                    Comparison::Ngram {
-                        n: 2,
-                        positional: false,
-                    } => Some(Grams::Bigrams),
-                    _ => None,
-                };
+                let short_grams = spec.salt.is_none()
+                    && !matches!(
+                        spec.format,
+                        Format::String {
+                            encoding: TextEncoding::Utf16 | TextEncoding::Utf32,
+                            ..
+                        }
+                    );
                 Some(FieldPlan {
-                    grams,
+                    short_grams,
                     index,
                     identifier: feature.identifier().to_owned(),
                     hasher: FieldHasher::new(
@@ -579,58 +561,29 @@ impl Encoder {
                 &mut s.words
             };
             let value = &s.values[plan.index];
-            // Token i of positional unigrams is `"<i + 1> <byte i>"`, of
-            // bigrams bytes i - 1 and i of the value padded with a space on
-            // each side: looked up by those bytes, they need not be written
-            // out or hashed.
-            let grams = plan.grams.filter(|g| {
-                value.is_ascii()
-                    && (*g == Grams::Bigrams || value.len() <= cache::UNIGRAM_POSITIONS)
-            });
-            if let Some(grams) = grams
+            // Positional unigrams and bigrams of ASCII text are looked up
+            // by their bytes: they need not be written out or hashed.
+            if plan.short_grams
+                && let Some(grams) = tokenize::ascii_grams(&spec.comparison, value)
+                && (grams.len() <= cache::UNIGRAM_POSITIONS
+                    || !matches!(spec.comparison, Comparison::Ngram { n: 1, .. }))
                 && let Some(m) = feature_memos.as_deref_mut()
             {
-                let bytes = value.as_bytes();
-                // An empty value has no tokens (`tokenize`), not one of two spaces.
-                let count = match grams {
-                    _ if bytes.is_empty() => 0,
-                    Grams::PositionalUnigrams => bytes.len(),
-                    Grams::Bigrams => bytes.len() + 1,
-                };
-                for i in 0..count {
+                let count = grams.len();
+                for (i, gram) in grams.enumerate() {
                     let k = spec.strategy.bits_for(i, count);
                     if k == 0 {
                         continue;
                     }
-                    let token = &mut s.token;
-                    let hash = |k: usize, out: &mut Vec<u32>, token: &str| {
-                        plan.hasher
-                            .positions(token.as_bytes(), k, self.hash_bits, out);
-                    };
-                    let stored = &mut s.stored;
-                    match grams {
-                        Grams::PositionalUnigrams => {
-                            let slot = cache::unigram_slot(i, bytes[i]);
-                            m.grams.set_bits(slot, k, target, |k, out| {
-                                *stored = true;
-                                token.clear();
-                                tokenize::push_positional(token, i, &value[i..=i]);
-                                hash(k, out, token);
-                            });
-                        }
-                        Grams::Bigrams => {
-                            let first = if i == 0 { b' ' } else { bytes[i - 1] };
-                            let second = bytes.get(i).copied().unwrap_or(b' ');
-                            let slot = cache::bigram_slot(first, second);
-                            m.grams.set_bits(slot, k, target, |k, out| {
-                                *stored = true;
-                                token.clear();
-                                token.push(char::from(first));
-                                token.push(char::from(second));
-                                hash(k, out, token);
-                            });
-                        }
-                    }
+                    let (token, stored) = (&mut s.token, &mut s.stored);
+                    m.grams
+                        .set_bits(cache::gram_slot(gram), k, target, |k, out| {
+                            *stored = true;
+                            token.clear();
+                            gram.write(token);
+                            plan.hasher
+                                .positions(token.as_bytes(), k, self.hash_bits, out);
+                        });
                 }
             } else {
                 tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
