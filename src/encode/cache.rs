@@ -480,13 +480,20 @@ pub(super) fn gram_slot(gram: AsciiGram) -> usize {
 /// their bits (10 of 1024 per digit) in a third of the time.
 #[derive(Default)]
 pub(super) struct Grams {
-    /// `runs[slot]`, in `positions`; empty when not known.
-    runs: Vec<Run>,
+    /// Per slot: where its positions start in `positions`, and how many
+    /// (0: not known).
+    runs: Vec<(u32, u32)>,
     positions: Vec<u32>,
-    /// Per slot: where its words start in `masks` (`u32::MAX`: none yet),
-    /// and the `k` they hold the first positions of.
+    /// Per slot: where its words start in `masks`, and the `k` they hold the
+    /// first positions of (0: no words yet).
     mask_at: Vec<(u32, u32)>,
     masks: Vec<u64>,
+    /// The slots set in `runs` or `mask_at`, the only ones to clear. The two
+    /// tables are all zeros otherwise, so they are allocated zeroed and only
+    /// the pages of the slots a run sets are ever touched: a few hundred
+    /// bigrams or digits set a few dozen of each table's 32 pages, which
+    /// matters to a site encoding a few thousand records.
+    set: Vec<u16>,
 }
 
 impl fmt::Debug for Grams {
@@ -509,25 +516,27 @@ impl Grams {
         compute: impl FnOnce(usize, &mut Vec<u32>),
     ) -> &[u32] {
         if self.runs.is_empty() {
-            self.runs = vec![Run::default(); GRAM_SLOTS];
+            // Zero tuples of integers: allocated zeroed, not written.
+            self.runs = vec![(0, 0); GRAM_SLOTS];
         }
-        let mut run = self.runs[slot];
-        if run.len() < k {
+        let (mut start, mut len) = self.runs[slot];
+        if (len as usize) < k {
             // Runs address the positions with u32; a run's positions
             // replaced by a longer run stay until then.
             if self.positions.len() >= u32::MAX as usize / 2 {
                 self.clear();
-                self.runs = vec![Run::default(); GRAM_SLOTS];
+                self.runs = vec![(0, 0); GRAM_SLOTS];
             }
-            let start = self.positions.len();
+            let at = self.positions.len();
             compute(k, &mut self.positions);
-            run = Run {
-                start: start as u32,
-                len: (self.positions.len() - start) as u32,
-            };
-            self.runs[slot] = run;
+            (start, len) = (at as u32, (self.positions.len() - at) as u32);
+            // A run is never empty: this slot is set for the first time.
+            if self.runs[slot] == (0, 0) {
+                self.set.push(slot as u16);
+            }
+            self.runs[slot] = (start, len);
         }
-        &self.positions[run.start as usize..][..k]
+        &self.positions[start as usize..][..k]
     }
 
     /// Sets the first `k` bit positions of the token in `slot` in `words`
@@ -543,16 +552,16 @@ impl Grams {
         let n = words.len();
         if n <= 2 * k {
             if self.mask_at.is_empty() {
-                self.mask_at = vec![(u32::MAX, 0); GRAM_SLOTS];
+                self.mask_at = vec![(0, 0); GRAM_SLOTS];
             }
             let (at, mask_k) = self.mask_at[slot];
-            if at != u32::MAX && mask_k as usize == k {
+            if mask_k != 0 && mask_k as usize == k {
                 for (w, m) in words.iter_mut().zip(&self.masks[at as usize..][..n]) {
                     *w |= m;
                 }
                 return;
             }
-            if at == u32::MAX {
+            if mask_k == 0 {
                 let at = self.masks.len();
                 let mut masks = std::mem::take(&mut self.masks);
                 masks.resize(at + n, 0);
@@ -574,18 +583,30 @@ impl Grams {
 
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
-        self.runs.capacity() * size_of::<Run>()
+        self.runs.capacity() * size_of::<(u32, u32)>()
             + self.positions.capacity() * size_of::<u32>()
             + self.mask_at.capacity() * size_of::<(u32, u32)>()
             + self.masks.capacity() * size_of::<u64>()
+            + self.set.capacity() * size_of::<u16>()
     }
 
-    /// Forgets everything, overwriting positions and words with zeros first.
+    /// Forgets everything, overwriting positions and words, and the slots
+    /// that said which tokens were seen, with zeros first.
     pub fn clear(&mut self) {
-        zero(&mut std::mem::take(&mut self.runs));
+        for &slot in &self.set {
+            for table in [&mut self.runs, &mut self.mask_at] {
+                if let Some(entry) = table.get_mut(usize::from(slot)) {
+                    *entry = (0, 0);
+                }
+            }
+        }
+        std::hint::black_box(&self.runs);
+        std::hint::black_box(&self.mask_at);
+        self.runs = Vec::new();
+        self.mask_at = Vec::new();
         zero(&mut std::mem::take(&mut self.positions));
-        zero(&mut std::mem::take(&mut self.mask_at));
         zero(&mut std::mem::take(&mut self.masks));
+        zero(&mut std::mem::take(&mut self.set));
     }
 }
 
@@ -755,6 +776,49 @@ mod tests {
         assert!(grams.bytes() > 0);
         grams.clear();
         assert_eq!(grams.bytes(), 0);
+    }
+
+    #[test]
+    fn grams_list_each_slot_they_set_once_for_clearing() {
+        let mut grams = Grams::default();
+        let slots = [
+            gram_slot(AsciiGram::Bigram(b'a', b'n')),
+            gram_slot(AsciiGram::Positional(0, b'1')),
+            gram_slot(AsciiGram::Bigram(0, 0)),
+            gram_slot(AsciiGram::Positional(63, 127)),
+        ];
+        // Positions first or words first, for growing k, and for a filter
+        // too long for words (positions only).
+        for (round, k) in [2usize, 5, 5, 9].into_iter().enumerate() {
+            for (i, &slot) in slots.iter().enumerate() {
+                let n_words = if (i + round) % 2 == 0 { 4 } else { 64 };
+                let mut words = vec![0u64; n_words];
+                grams.set_bits(slot, k, &mut words, |k, out| {
+                    out.extend((0..k as u32).map(|j| j * 7 + i as u32));
+                });
+                assert_eq!(
+                    words.iter().map(|w| w.count_ones()).sum::<u32>(),
+                    k as u32,
+                    "round {round}, slot {slot}"
+                );
+            }
+        }
+        let mut listed: Vec<usize> = grams.set.iter().map(|&s| usize::from(s)).collect();
+        listed.sort_unstable();
+        let mut expected = slots.to_vec();
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
+        // Every slot not listed is still empty in both tables.
+        let unlisted = |table: &[(u32, u32)]| {
+            table
+                .iter()
+                .enumerate()
+                .filter(|&(slot, entry)| *entry != (0, 0) && !expected.contains(&slot))
+                .count()
+        };
+        assert_eq!(unlisted(&grams.runs), 0);
+        assert_eq!(unlisted(&grams.mask_at), 0);
+        assert!(grams.mask_at.iter().any(|entry| *entry != (0, 0)));
     }
 
     fn stored(m: &mut Memo<u32>, key: &[u8]) -> Option<Vec<u32>> {
