@@ -448,21 +448,20 @@ impl Memos {
 }
 
 /// Positions from which positional unigrams have no slot in [`Grams`].
-pub(super) const UNIGRAM_POSITIONS: usize = 64;
+const UNIGRAM_POSITIONS: usize = 64;
 
 /// Slots of a [`Grams`] table.
 const GRAM_SLOTS: usize = 128 * 128;
 
-/// The slot of a gram in a [`Grams`] table (a positional unigram's position
-/// below [`UNIGRAM_POSITIONS`]).
+/// The slot of a gram in a [`Grams`] table; `None` for a positional unigram
+/// at [`UNIGRAM_POSITIONS`] or further (text that long is rare in identifiers).
 #[inline]
-pub(super) fn gram_slot(gram: AsciiGram) -> usize {
+pub(super) fn gram_slot(gram: AsciiGram) -> Option<usize> {
     match gram {
         AsciiGram::Positional(index, byte) => {
-            debug_assert!(index < UNIGRAM_POSITIONS);
-            index * 128 + usize::from(byte)
+            (index < UNIGRAM_POSITIONS).then(|| index * 128 + usize::from(byte))
         }
-        AsciiGram::Bigram(first, second) => usize::from(first) * 128 + usize::from(second),
+        AsciiGram::Bigram(first, second) => Some(usize::from(first) * 128 + usize::from(second)),
     }
 }
 
@@ -760,7 +759,7 @@ mod tests {
         for k in [3usize, 10, 8, 10, 1, 10, 30, 9] {
             let mut words = vec![0u64; 16];
             grams.set_bits(
-                gram_slot(AsciiGram::Positional(4, b'7')),
+                gram_slot(AsciiGram::Positional(4, b'7')).expect("a slot"),
                 k,
                 &mut words,
                 |k, out| {
@@ -782,11 +781,16 @@ mod tests {
     fn grams_list_each_slot_they_set_once_for_clearing() {
         let mut grams = Grams::default();
         let slots = [
-            gram_slot(AsciiGram::Bigram(b'a', b'n')),
-            gram_slot(AsciiGram::Positional(0, b'1')),
-            gram_slot(AsciiGram::Bigram(0, 0)),
-            gram_slot(AsciiGram::Positional(63, 127)),
-        ];
+            AsciiGram::Bigram(b'a', b'n'),
+            AsciiGram::Positional(0, b'1'),
+            AsciiGram::Bigram(0, 0),
+            AsciiGram::Positional(UNIGRAM_POSITIONS - 1, 127),
+        ]
+        .map(|gram| gram_slot(gram).expect("a slot"));
+        assert_eq!(
+            gram_slot(AsciiGram::Positional(UNIGRAM_POSITIONS, b'1')),
+            None
+        );
         // Positions first or words first, for growing k, and for a filter
         // too long for words (positions only).
         for (round, k) in [2usize, 5, 5, 9].into_iter().enumerate() {

@@ -28,9 +28,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use crate::schema::{Comparison, Feature, FeatureSpec, Format, Schema, Strategy, TextEncoding};
+use crate::schema::{Feature, FeatureSpec, Format, Schema, Strategy, TextEncoding};
 use crate::secret::Secret;
-use crate::tokenize::{self, TokenizeError, Tokens, tokenize};
+use crate::tokenize::{self, AsciiGram, TokenizeError, Tokens, tokenize};
 use cache::{Memos, Run};
 use hashing::{FieldHasher, set_bit};
 
@@ -168,6 +168,23 @@ fn show(bound: &Option<i64>) -> String {
 /// Per-thread buffers, reused from record to record.
 #[derive(Default)]
 struct Buffers {
+    /// The record's filter words.
+    words: Vec<u64>,
+    /// One feature's words, while they are computed for the value memo.
+    feature_words: Vec<u64>,
+    /// Per encoded feature: the value memo's key and what its look-up gave.
+    memo_keys: Vec<Vec<u8>>,
+    lookups: Vec<Lookup>,
+    text: TextBuffers,
+    spare_words: Vec<u64>,
+    bytes: Vec<u8>,
+    /// Whether a memo stored something for this record.
+    stored: bool,
+}
+
+/// The record's prepared values and what tokenising and hashing them needs.
+#[derive(Default)]
+struct TextBuffers {
     /// Prepared values, by feature index.
     values: Vec<String>,
     tmp: String,
@@ -176,18 +193,8 @@ struct Buffers {
     tokens: Tokens,
     token_bytes: Vec<u8>,
     message: Vec<u8>,
-    /// One token's text, for the `Grams` table.
+    /// One gram's text, when the `Grams` table needs its positions.
     token: String,
-    words: Vec<u64>,
-    /// One feature's words, while they are computed for the value memo.
-    feature_words: Vec<u64>,
-    spare_words: Vec<u64>,
-    bytes: Vec<u8>,
-    /// Per encoded feature: the value memo's key and what its look-up gave.
-    memo_keys: Vec<Vec<u8>>,
-    lookups: Vec<Lookup>,
-    /// Whether a memo stored something for this record.
-    stored: bool,
 }
 
 /// What the value memo said about one feature of the record.
@@ -464,32 +471,75 @@ impl Encoder {
         &mut all.last_mut().expect("just found or pushed").memos
     }
 
+    /// Encodes one record into `s.words`, with this thread's memos if any.
     fn encode_with(
         &self,
         values: &[Option<&str>],
         s: &mut Buffers,
         mut memos: Option<&mut Memos>,
     ) -> Result<(), FieldError> {
-        if s.values.len() < self.n_features {
-            s.values.resize_with(self.n_features, String::new);
-        }
         let n = self.fields.len();
+        if s.text.values.len() < self.n_features {
+            s.text.values.resize_with(self.n_features, String::new);
+        }
         if s.lookups.len() < n {
             s.lookups.resize(n, Lookup::Off);
             s.memo_keys.resize_with(n, Vec::new);
         }
-        // Memos too large for the caches first: the words of a value found
-        // there are fetched while the other features are looked up and
-        // encoded, and read last (an OR of words does not depend on order).
+        let far = self.look_up_far(values, memos.as_deref_mut(), &mut s.lookups);
+        // Pass 1: every value validated and formatted (salts need other
+        // features' values), unless the value memo knows its words.
+        for (p, plan) in self.fields.iter().enumerate() {
+            let memo = memos.as_deref_mut().map(|m| &mut m.features[p].values);
+            s.lookups[p] = self.recall_or_prepare(
+                plan,
+                values,
+                s.lookups[p],
+                memo,
+                &mut s.memo_keys[p],
+                &mut s.text,
+            )?;
+        }
+        // Pass 2: each feature's words ORed into the record's.
+        s.words.clear();
+        s.words.resize(self.hash_bits.div_ceil(64), 0);
+        for (p, plan) in self.fields.iter().enumerate() {
+            let feature_memos = memos.as_deref_mut().map(|m| &mut m.features[p]);
+            let stored = self.encode_feature(p, plan, values, s, feature_memos)?;
+            s.stored |= stored;
+        }
+        if far && let Some(memos) = memos.as_deref() {
+            for (lookup, feature) in s.lookups.iter().zip(&memos.features) {
+                if let Lookup::Far(run) = *lookup {
+                    cache::or_sparse(feature.values.get(run), &mut s.words);
+                }
+            }
+        }
+        self.harden(s);
+        Ok(())
+    }
+
+    /// Looks up first the values whose memos are too large for the caches,
+    /// and starts fetching the words found: they are then fetched while the
+    /// other features are looked up and encoded, and read last (an OR of
+    /// words does not depend on order). Sets every feature's `lookups` entry;
+    /// returns whether any was found.
+    #[inline]
+    fn look_up_far(
+        &self,
+        values: &[Option<&str>],
+        mut memos: Option<&mut Memos>,
+        lookups: &mut [Lookup],
+    ) -> bool {
         let mut far = false;
         for (p, plan) in self.fields.iter().enumerate() {
-            s.lookups[p] = Lookup::Off;
+            lookups[p] = Lookup::Off;
             if let Some(memo) = memos.as_deref_mut().map(|m| &mut m.features[p].values)
                 && plan.salt_source.is_none()
                 && memo.worth_prefetching()
                 && memo.active()
             {
-                s.lookups[p] = match memo.lookup(value_key(plan, values, &[])) {
+                lookups[p] = match memo.lookup(value_key(plan, values, &[])) {
                     Some(run) => {
                         memo.prefetch_run(run);
                         far = true;
@@ -499,182 +549,235 @@ impl Encoder {
                 };
             }
         }
-        // Pass 1: every value validated and formatted (salts need other
-        // features' values), unless the value memo knows its words.
-        for (p, plan) in self.fields.iter().enumerate() {
-            match s.lookups[p] {
-                Lookup::Far(_) => continue,
-                Lookup::Miss => {
-                    self.prepare(plan, values, &mut s.values, &mut s.tmp)?;
-                    continue;
-                }
-                Lookup::Off | Lookup::Hit(_) => {}
+        far
+    }
+
+    /// Pass 1 for one feature: what the value memo holds for its value
+    /// (`lookup` says what [`Encoder::look_up_far`] found), or else the
+    /// value validated and formatted into `text.values`.
+    #[inline]
+    fn recall_or_prepare(
+        &self,
+        plan: &FieldPlan,
+        values: &[Option<&str>],
+        lookup: Lookup,
+        memo: Option<&mut cache::Memo<u64>>,
+        key: &mut Vec<u8>,
+        text: &mut TextBuffers,
+    ) -> Result<Lookup, FieldError> {
+        match lookup {
+            Lookup::Far(_) => return Ok(lookup),
+            Lookup::Miss => {
+                self.prepare(plan, values, &mut text.values, &mut text.tmp)?;
+                return Ok(lookup);
             }
-            if let Some(memo) = memos.as_deref_mut().map(|m| &mut m.features[p].values)
-                && memo.active()
-            {
-                // The raw value, then 0xFF (never in UTF-8) and the salt
-                // source's raw value: all that the feature's words depend on.
-                if let Some((source, _)) = plan.salt_source {
-                    let key = &mut s.memo_keys[p];
-                    key.clear();
-                    key.extend_from_slice(values[plan.index].unwrap_or("").as_bytes());
-                    key.push(0xFF);
-                    key.extend_from_slice(values[source].unwrap_or("").as_bytes());
-                }
-                if let Some(run) = memo.lookup(value_key(plan, values, &s.memo_keys[p])) {
-                    if memo.worth_prefetching() {
-                        // Read in pass 2, after the other features' look-ups.
-                        memo.prefetch_run(run);
-                    }
-                    s.lookups[p] = Lookup::Hit(run);
-                    continue;
-                }
-                s.lookups[p] = Lookup::Miss;
-            }
-            self.prepare(plan, values, &mut s.values, &mut s.tmp)?;
+            Lookup::Off | Lookup::Hit(_) => {}
         }
-        // Pass 2: tokens hashed into the filter.
-        let n_words = self.hash_bits.div_ceil(64);
-        s.words.clear();
-        s.words.resize(n_words, 0);
-        for (p, plan) in self.fields.iter().enumerate() {
-            let mut feature_memos = memos.as_deref_mut().map(|m| &mut m.features[p]);
-            let lookup = s.lookups[p];
-            match (lookup, feature_memos.as_deref_mut()) {
-                (Lookup::Hit(run), Some(m)) => {
-                    cache::or_sparse(m.values.get(run), &mut s.words);
-                    continue;
-                }
-                (Lookup::Far(_), _) => continue,
-                _ => {}
+        let mut lookup = Lookup::Off;
+        if let Some(memo) = memo
+            && memo.active()
+        {
+            // The raw value, then 0xFF (never in UTF-8) and the salt
+            // source's raw value: all that the feature's words depend on.
+            if let Some((source, _)) = plan.salt_source {
+                key.clear();
+                key.extend_from_slice(values[plan.index].unwrap_or("").as_bytes());
+                key.push(0xFF);
+                key.extend_from_slice(values[source].unwrap_or("").as_bytes());
             }
-            let spec = &plan.spec;
-            // A value the memo will keep gets its own words first. A slice,
-            // not the Vec: through a `&mut Vec` the compiler reloads its
-            // pointer and length after every bit it sets.
-            let target: &mut [u64] = if matches!(lookup, Lookup::Miss) {
-                s.feature_words.clear();
-                s.feature_words.resize(n_words, 0);
-                &mut s.feature_words
-            } else {
-                &mut s.words
+            if let Some(run) = memo.lookup(value_key(plan, values, key)) {
+                if memo.worth_prefetching() {
+                    // Read in pass 2, after the other features' look-ups.
+                    memo.prefetch_run(run);
+                }
+                return Ok(Lookup::Hit(run));
+            }
+            lookup = Lookup::Miss;
+        }
+        self.prepare(plan, values, &mut text.values, &mut text.tmp)?;
+        Ok(lookup)
+    }
+
+    /// Pass 2 for feature `p`: its words ORed into `s.words`, from its value
+    /// memo or from its tokens (and then kept in the value memo if it
+    /// missed). Returns whether a memo stored something.
+    #[inline]
+    fn encode_feature(
+        &self,
+        p: usize,
+        plan: &FieldPlan,
+        values: &[Option<&str>],
+        s: &mut Buffers,
+        mut memos: Option<&mut cache::FeatureMemos>,
+    ) -> Result<bool, FieldError> {
+        let lookup = s.lookups[p];
+        match (lookup, memos.as_deref_mut()) {
+            (Lookup::Hit(run), Some(m)) => {
+                cache::or_sparse(m.values.get(run), &mut s.words);
+                return Ok(false);
+            }
+            (Lookup::Far(_), _) => return Ok(false),
+            _ => {}
+        }
+        // A value the memo will keep gets its own words first. A slice,
+        // not the Vec: through a `&mut Vec` the compiler reloads its
+        // pointer and length after every bit it sets.
+        let target: &mut [u64] = if matches!(lookup, Lookup::Miss) {
+            s.feature_words.clear();
+            s.feature_words.resize(s.words.len(), 0);
+            &mut s.feature_words
+        } else {
+            &mut s.words
+        };
+        let text = &mut s.text;
+        let mut stored = if plan.short_grams
+            && let Some(grams) =
+                tokenize::ascii_grams(&plan.spec.comparison, &text.values[plan.index])
+            && let Some(m) = memos.as_deref_mut()
+        {
+            self.set_gram_bits(plan, grams, &mut m.grams, &mut text.token, target)
+        } else {
+            let token_memo = memos.as_deref_mut().map(|m| &mut m.tokens);
+            self.set_token_bits(plan, values, &s.lookups, text, token_memo, target)?
+        };
+        if let (Lookup::Miss, Some(m)) = (lookup, memos) {
+            stored = true;
+            m.values
+                .store(value_key(plan, values, &s.memo_keys[p]), |out| {
+                    cache::push_sparse(&s.feature_words, out);
+                });
+            for (w, f) in s.words.iter_mut().zip(&s.feature_words) {
+                *w |= f;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Sets the bits of a value's positional unigrams or bigrams of ASCII
+    /// text in `target`: looked up by their bytes in the `Grams` table, so
+    /// that they need not be written out or hashed (a gram the table has no
+    /// slot for is hashed). Returns whether the table stored something.
+    #[inline]
+    fn set_gram_bits(
+        &self,
+        plan: &FieldPlan,
+        grams: impl ExactSizeIterator<Item = AsciiGram>,
+        table: &mut cache::Grams,
+        token: &mut String,
+        target: &mut [u64],
+    ) -> bool {
+        let mut stored = false;
+        let count = grams.len();
+        for (i, gram) in grams.enumerate() {
+            let k = plan.spec.strategy.bits_for(i, count);
+            if k == 0 {
+                continue;
+            }
+            match cache::gram_slot(gram) {
+                Some(slot) => table.set_bits(slot, k, target, |k, out| {
+                    stored = true;
+                    token.clear();
+                    gram.write(token);
+                    plan.hasher
+                        .positions(token.as_bytes(), k, self.hash_bits, out);
+                }),
+                None => {
+                    token.clear();
+                    gram.write(token);
+                    plan.hasher
+                        .insert(token.as_bytes(), k, self.hash_bits, target);
+                }
+            }
+        }
+        stored
+    }
+
+    /// Sets the bits of a value's tokens in `target`, salted if the feature
+    /// is, through the token memo when it is on. Returns whether the memo
+    /// stored something.
+    fn set_token_bits(
+        &self,
+        plan: &FieldPlan,
+        values: &[Option<&str>],
+        lookups: &[Lookup],
+        text: &mut TextBuffers,
+        mut memo: Option<&mut cache::Memo<u32>>,
+        target: &mut [u64],
+    ) -> Result<bool, FieldError> {
+        let spec = &plan.spec;
+        tokenize(&spec.comparison, &text.values[plan.index], &mut text.tokens).map_err(|e| {
+            FieldError {
+                feature: plan.identifier.clone(),
+                reason: match e {
+                    TokenizeError::NotANumber => RejectReason::NotANumber,
+                },
+            }
+        })?;
+        match &spec.salt {
+            None => text.salt_prefix.clear(),
+            Some(salt) => {
+                let source: &str = if plan.salt_from_ignored {
+                    value::salt_of_ignored(values[salt.source], &mut text.salt);
+                    &text.salt
+                } else {
+                    // A source the value memo knew was not prepared in pass 1.
+                    if let Some((_, Some(q))) = plan.salt_source
+                        && matches!(lookups[q], Lookup::Hit(_) | Lookup::Far(_))
+                    {
+                        self.prepare(&self.fields[q], values, &mut text.values, &mut text.tmp)?;
+                    }
+                    &text.values[salt.source]
+                };
+                write_salt_prefix(source, salt.length, &mut text.salt_prefix);
+            }
+        }
+        let mut stored = false;
+        let count = text.tokens.len();
+        for i in 0..count {
+            let k = spec.strategy.bits_for(i, count);
+            if k == 0 {
+                continue;
+            }
+            let token = text.tokens.get(i);
+            let bytes: &[u8] = match &spec.format {
+                Format::String { encoding, .. } => {
+                    hashing::encode_token(*encoding, token, &mut text.token_bytes)
+                }
+                _ => token.as_bytes(),
             };
-            let value = &s.values[plan.index];
-            // Positional unigrams and bigrams of ASCII text are looked up
-            // by their bytes: they need not be written out or hashed.
-            if plan.short_grams
-                && let Some(grams) = tokenize::ascii_grams(&spec.comparison, value)
-                && (grams.len() <= cache::UNIGRAM_POSITIONS
-                    || !matches!(spec.comparison, Comparison::Ngram { n: 1, .. }))
-                && let Some(m) = feature_memos.as_deref_mut()
-            {
-                let count = grams.len();
-                for (i, gram) in grams.enumerate() {
-                    let k = spec.strategy.bits_for(i, count);
-                    if k == 0 {
-                        continue;
-                    }
-                    let (token, stored) = (&mut s.token, &mut s.stored);
-                    m.grams
-                        .set_bits(cache::gram_slot(gram), k, target, |k, out| {
-                            *stored = true;
-                            token.clear();
-                            gram.write(token);
-                            plan.hasher
-                                .positions(token.as_bytes(), k, self.hash_bits, out);
-                        });
-                }
+            let message: &[u8] = if text.salt_prefix.is_empty() {
+                bytes
             } else {
-                tokenize(&spec.comparison, &s.values[plan.index], &mut s.tokens).map_err(|e| {
-                    FieldError {
-                        feature: plan.identifier.clone(),
-                        reason: match e {
-                            TokenizeError::NotANumber => RejectReason::NotANumber,
-                        },
-                    }
-                })?;
-                match &spec.salt {
-                    None => s.salt_prefix.clear(),
-                    Some(salt) => {
-                        let source: &str = if plan.salt_from_ignored {
-                            value::salt_of_ignored(values[salt.source], &mut s.salt);
-                            &s.salt
-                        } else {
-                            // A source the value memo knew was not prepared in pass 1.
-                            if let Some((_, Some(q))) = plan.salt_source
-                                && matches!(s.lookups[q], Lookup::Hit(_) | Lookup::Far(_))
-                            {
-                                self.prepare(&self.fields[q], values, &mut s.values, &mut s.tmp)?;
-                            }
-                            &s.values[salt.source]
-                        };
-                        write_salt_prefix(source, salt.length, &mut s.salt_prefix);
-                    }
-                }
-                let count = s.tokens.len();
-                for i in 0..count {
-                    let k = spec.strategy.bits_for(i, count);
-                    if k == 0 {
-                        continue;
-                    }
-                    let token = s.tokens.get(i);
-                    let bytes: &[u8] = match &spec.format {
-                        crate::schema::Format::String { encoding, .. } => {
-                            hashing::encode_token(*encoding, token, &mut s.token_bytes)
+                text.message.clear();
+                text.message.extend_from_slice(&text.salt_prefix);
+                text.message.extend_from_slice(bytes);
+                &text.message
+            };
+            match memo.as_deref_mut().and_then(|m| m.active().then_some(m)) {
+                Some(memo) => {
+                    let run = match memo.lookup(message) {
+                        Some(run) if run.len() >= k => run,
+                        // New, or known for a smaller k only.
+                        _ => {
+                            stored = true;
+                            memo.store(message, |out| {
+                                plan.hasher.positions(message, k, self.hash_bits, out);
+                            })
                         }
-                        _ => token.as_bytes(),
                     };
-                    let message: &[u8] = if s.salt_prefix.is_empty() {
-                        bytes
-                    } else {
-                        s.message.clear();
-                        s.message.extend_from_slice(&s.salt_prefix);
-                        s.message.extend_from_slice(bytes);
-                        &s.message
-                    };
-                    let token_memo = feature_memos
-                        .as_deref_mut()
-                        .map(|m| &mut m.tokens)
-                        .and_then(|memo| memo.active().then_some(memo));
-                    match token_memo {
-                        Some(memo) => {
-                            let run = match memo.lookup(message) {
-                                Some(run) if run.len() >= k => run,
-                                // New, or known for a smaller k only.
-                                _ => {
-                                    s.stored = true;
-                                    memo.store(message, |out| {
-                                        plan.hasher.positions(message, k, self.hash_bits, out);
-                                    })
-                                }
-                            };
-                            for &position in &memo.get(run)[..k] {
-                                set_bit(target, position as usize);
-                            }
-                        }
-                        _ => plan.hasher.insert(message, k, self.hash_bits, target),
+                    for &position in &memo.get(run)[..k] {
+                        set_bit(target, position as usize);
                     }
                 }
-            }
-            if let (Lookup::Miss, Some(m)) = (lookup, feature_memos) {
-                s.stored = true;
-                m.values
-                    .store(value_key(plan, values, &s.memo_keys[p]), |out| {
-                        cache::push_sparse(&s.feature_words, out);
-                    });
-                for (w, f) in s.words.iter_mut().zip(&s.feature_words) {
-                    *w |= f;
-                }
+                None => plan.hasher.insert(message, k, self.hash_bits, target),
             }
         }
-        if far && let Some(memos) = memos.as_deref() {
-            for (lookup, feature) in s.lookups.iter().zip(&memos.features) {
-                if let Lookup::Far(run) = *lookup {
-                    cache::or_sparse(feature.values.get(run), &mut s.words);
-                }
-            }
-        }
+        Ok(stored)
+    }
+
+    /// The record-level hardening of `s.words`, in the schema's order:
+    /// XOR folding, BLIP, balancing.
+    fn harden(&self, s: &mut Buffers) {
         harden::xor_fold(&mut s.words, self.hash_bits, self.xor_folds);
         if let Some(blip) = &self.blip {
             harden::blip(
@@ -688,7 +791,6 @@ impl Encoder {
         if let Some(perm) = &self.balance {
             harden::balance(&mut s.words, self.l, perm, &mut s.spare_words);
         }
-        Ok(())
     }
 
     /// Validates and formats one feature's value into `prepared[plan.index]`.

@@ -463,9 +463,10 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
-        /// Positional unigrams (of ASCII values up to 64 characters) and
-        /// bigrams (of ASCII values), which take the encoder's table by
-        /// their bytes: values on both sides of that length, with and
+        /// Positional unigrams and bigrams of ASCII values, which take the
+        /// encoder's table by their bytes (positional unigrams up to the
+        /// 64th character, those further are hashed each time): values on
+        /// both sides of that length, with and
         /// without other letters, for every `k` of either strategy, give the
         /// reference's clks.
         #[test]
