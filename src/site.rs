@@ -47,7 +47,7 @@ use parquet::file::writer::SerializedFileWriter;
 use rayon::prelude::*;
 
 use crate::encode::blocking::BlockingKeyHasher;
-use crate::encode::{Encoder, FieldError};
+use crate::encode::{self, Encoder, FieldError};
 use crate::io::atomic::AtomicFile;
 use crate::io::clk_file::{self, keys};
 use crate::io::records::{
@@ -286,14 +286,15 @@ pub fn encode_site(
     let plan = ColumnPlan::new(options, reader.columns(), reader.path())?;
     reader.select(&plan.selection)?;
 
-    let encoder = Encoder::new(options.schema, options.secret);
-    let hasher = BlockingKeyHasher::new(options.schema, options.secret);
-    let hasher =
-        (!hasher.is_empty() && options.output_format == OutputFormat::Parquet).then_some(hasher);
     let workers = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
+    let encoder = Encoder::new(options.schema, options.secret)
+        .with_memo_budget(encode::memo_budget_per_thread(workers));
+    let hasher = BlockingKeyHasher::new(options.schema, options.secret);
+    let hasher =
+        (!hasher.is_empty() && options.output_format == OutputFormat::Parquet).then_some(hasher);
     let (mut sink, row_groups) = Sink::create(options, hasher.as_ref())?;
     let context = ChunkContext {
         options,

@@ -85,7 +85,9 @@ pub struct EncodeArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<FormatArg>,
 
-    /// Worker threads (0: one per CPU core). The output is the same for any value.
+    /// Worker threads (0: one per CPU core). The output is the same for any value. Each
+    /// thread keeps its own memos of values and tokens: 32 MiB each up to 16 threads, then
+    /// 512 MiB shared among them (at least 4 MiB each), so that memory stays bounded.
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
 

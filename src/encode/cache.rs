@@ -453,6 +453,10 @@ const UNIGRAM_POSITIONS: usize = 64;
 /// Slots of a [`Grams`] table.
 const GRAM_SLOTS: usize = 128 * 128;
 
+/// The memory page of the operating system (4 KiB on the usual platforms),
+/// the unit in which an allocated but untouched table takes memory.
+const PAGE_BYTES: usize = 4096;
+
 /// The slot of a gram in a [`Grams`] table; `None` for a positional unigram
 /// at [`UNIGRAM_POSITIONS`] or further (text that long is rare in identifiers).
 #[inline]
@@ -581,10 +585,16 @@ impl Grams {
     }
 
     /// Bytes allocated.
+    /// Bytes of memory taken: of the two tables, only the pages of the
+    /// slots set (at most a page per slot) count, as only those are ever
+    /// touched.
     pub fn bytes(&self) -> usize {
-        self.runs.capacity() * size_of::<(u32, u32)>()
+        let touched = |table: &Vec<(u32, u32)>| {
+            (table.capacity() * size_of::<(u32, u32)>()).min(self.set.len() * PAGE_BYTES)
+        };
+        touched(&self.runs)
+            + touched(&self.mask_at)
             + self.positions.capacity() * size_of::<u32>()
-            + self.mask_at.capacity() * size_of::<(u32, u32)>()
             + self.masks.capacity() * size_of::<u64>()
             + self.set.capacity() * size_of::<u16>()
     }
@@ -823,6 +833,10 @@ mod tests {
         assert_eq!(unlisted(&grams.runs), 0);
         assert_eq!(unlisted(&grams.mask_at), 0);
         assert!(grams.mask_at.iter().any(|entry| *entry != (0, 0)));
+        // Four slots touch at most four pages of each table, not all 32.
+        let stored =
+            grams.positions.capacity() * 4 + grams.masks.capacity() * 8 + grams.set.capacity() * 2;
+        assert_eq!(grams.bytes(), stored + 2 * 4 * PAGE_BYTES);
     }
 
     fn stored(m: &mut Memo<u32>, key: &[u8]) -> Option<Vec<u32>> {
