@@ -50,8 +50,8 @@ pub const MIN_MEMO_BUDGET: usize = 4 << 20;
 /// The memo budget of each of `threads` threads encoding one input: an equal
 /// share of [`MEMO_BUDGET_ALL_THREADS`], between [`MIN_MEMO_BUDGET`] and
 /// [`DEFAULT_MEMO_BUDGET`]. Each thread fills its own memos, so on a
-/// many-core machine memory would otherwise grow with the thread count (32
-/// threads took 820 MiB on 10 million distinct people); up to 16 threads
+/// many-core machine memory would otherwise grow with the thread count (64
+/// threads took 1.3 GiB on 10 million distinct people); up to 16 threads
 /// each keeps the default.
 pub fn memo_budget_per_thread(threads: usize) -> usize {
     (MEMO_BUDGET_ALL_THREADS / threads.max(1)).clamp(MIN_MEMO_BUDGET, DEFAULT_MEMO_BUDGET)
