@@ -54,6 +54,7 @@ enum Command {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    remove_unfinished_outputs_on_signals();
     match cli.command {
         Command::Schema(cmd) => schema::run(cmd),
         Command::Encode(args) => encode::run(args),
@@ -65,6 +66,26 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
     }
+}
+
+/// Exit code of a run ended by Ctrl-C, `kill` or a closed terminal (128 + SIGINT,
+/// as shells report an interrupted command).
+const INTERRUPTED: i32 = 130;
+
+/// Makes Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) end
+/// the run at once without leaving the temporary files of unfinished outputs
+/// behind (a signal runs no destructor). Outputs already finished stay.
+fn remove_unfinished_outputs_on_signals() {
+    // Without a handler (one already set, or none possible) the signal still
+    // ends the run, and no output is half-written either way.
+    let _ = ctrlc::set_handler(|| {
+        let removed = pprl::io::atomic::remove_pending();
+        eprintln!(
+            "\ninterrupted: {removed} unfinished output file{} removed",
+            if removed == 1 { "" } else { "s" }
+        );
+        std::process::exit(INTERRUPTED);
+    });
 }
 
 /// A `--delimiter`: one ASCII character, or `tab`.

@@ -1,15 +1,66 @@
 //! All-or-nothing output files: write to a temporary file in the target's
 //! directory (so the final rename stays on one file system), rename on success.
+//!
+//! A run that fails drops its files and so removes their temporary files. A
+//! run killed by a signal runs no destructor: a program that handles the
+//! signal (the `pprl` command does, for Ctrl-C and `kill`) calls
+//! [`remove_pending`] first, so that no temporary file is left behind either.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 /// An output file under construction. Dropping it without [`AtomicFile::commit`]
 /// removes the temporary file and leaves the target untouched.
 #[derive(Debug)]
 pub struct AtomicFile {
-    temp: tempfile::NamedTempFile,
+    /// `None` once committed.
+    temp: Option<tempfile::NamedTempFile>,
     target: PathBuf,
+}
+
+/// The temporary files of every [`AtomicFile`] not yet committed or dropped,
+/// and whether [`remove_pending`] has closed the list.
+struct Pending {
+    files: Vec<PathBuf>,
+    closed: bool,
+}
+
+static PENDING: Mutex<Pending> = Mutex::new(Pending {
+    files: Vec::new(),
+    closed: false,
+});
+
+fn pending() -> MutexGuard<'static, Pending> {
+    // A panic elsewhere while the list was held leaves it whole.
+    PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn interrupted() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "interrupted")
+}
+
+impl Pending {
+    fn forget(&mut self, path: &Path) {
+        if let Some(i) = self.files.iter().position(|p| p == path) {
+            self.files.swap_remove(i);
+        }
+    }
+}
+
+/// Removes the temporary files of all outputs under construction, for a
+/// program about to exit on a signal; from then on no output can be created
+/// or committed ([`io::ErrorKind::Interrupted`]). An output committed before
+/// the call is complete. Returns how many files were removed.
+pub fn remove_pending() -> usize {
+    let mut list = pending();
+    list.closed = true;
+    list.files
+        .drain(..)
+        .filter(|path| std::fs::remove_file(path).is_ok())
+        .count()
 }
 
 impl AtomicFile {
@@ -26,19 +77,31 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Listed as it is made, so that no moment has it on disk unlisted.
+        let mut list = pending();
+        if list.closed {
+            return Err(interrupted());
+        }
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(dir)?;
+        list.files.push(temp.path().to_path_buf());
         Ok(AtomicFile {
-            temp,
+            temp: Some(temp),
             target: target.to_path_buf(),
         })
     }
 
+    fn temp(&mut self) -> &mut tempfile::NamedTempFile {
+        self.temp
+            .as_mut()
+            .expect("only commit takes the file, and self with it")
+    }
+
     /// The open temporary file.
     pub fn file(&mut self) -> &mut std::fs::File {
-        self.temp.as_file_mut()
+        self.temp().as_file_mut()
     }
 
     /// Flushes and renames the temporary file onto the target.
@@ -46,21 +109,39 @@ impl AtomicFile {
     /// # Errors
     /// When flushing or renaming fails; the temporary file is then removed.
     pub fn commit(mut self) -> io::Result<()> {
-        self.temp.as_file_mut().flush()?;
-        self.temp.as_file().sync_all()?;
-        self.temp
-            .persist(&self.target)
-            .map(|_| ())
-            .map_err(|e| e.error)
+        let temp = self.temp();
+        temp.as_file_mut().flush()?;
+        temp.as_file().sync_all()?;
+        let temp = self.temp.take().expect("not committed yet");
+        let path = temp.path().to_path_buf();
+        // Renamed and unlisted at once: `remove_pending` sees either the
+        // temporary file or the finished target, never a moment between.
+        let mut list = pending();
+        if list.closed {
+            return Err(interrupted()); // and the file is gone
+        }
+        let renamed = temp.persist(&self.target).map(|_| ()).map_err(|e| e.error);
+        list.forget(&path);
+        renamed
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let path = temp.path().to_path_buf();
+            drop(temp); // removes the file
+            pending().forget(&path);
+        }
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.temp.write(buf)
+        self.temp().write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.temp.flush()
+        self.temp().flush()
     }
 }
 
@@ -88,6 +169,28 @@ mod tests {
         }
         assert!(!target.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn files_are_pending_until_committed_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let is_pending = |file: &mut AtomicFile| {
+            let path = file.temp().path().to_path_buf();
+            assert!(path.exists());
+            pending().files.contains(&path)
+        };
+        let mut kept = AtomicFile::create(&dir.path().join("kept")).unwrap();
+        let mut dropped = AtomicFile::create(&dir.path().join("dropped")).unwrap();
+        assert!(is_pending(&mut kept) && is_pending(&mut dropped));
+        let (kept_temp, dropped_temp) = (
+            kept.temp().path().to_path_buf(),
+            dropped.temp().path().to_path_buf(),
+        );
+        kept.commit().unwrap();
+        drop(dropped);
+        let list = pending();
+        assert!(!list.files.contains(&kept_temp) && !list.files.contains(&dropped_temp));
+        assert!(dir.path().join("kept").exists() && !dropped_temp.exists());
     }
 
     #[test]

@@ -900,3 +900,73 @@ fn output_format_follows_the_extension_unless_given() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
     assert_eq!(&std::fs::read(&parquet).unwrap()[..4], b"PAR1");
 }
+
+/// Ctrl-C (SIGINT) or `kill` (SIGTERM) in the middle of a run: exit code 130,
+/// and neither the output nor its temporary file is left behind. The input
+/// is a named pipe that the test keeps open after some rows, so the run is
+/// certainly still waiting for input, its output begun, when the signal comes.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_leaves_no_file_behind() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    for signal in ["INT", "TERM"] {
+        let dir = temp_dir();
+        let secret = write_secret(dir.path());
+        let schema = default_schema(dir.path());
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let input = dir.path().join("patients.csv");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&input)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let output = out_dir.join("a.clk.parquet");
+        let mut child = crate::util::pprl()
+            .args(encode_args(&schema, &secret, &input, &output))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening the pipe waits for the run to open it for reading.
+        let mut pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&input)
+            .unwrap();
+        let text = std::fs::read_to_string(fixture("febrl4_a.csv")).unwrap();
+        pipe.write_all(text.as_bytes()).unwrap();
+        pipe.flush().unwrap();
+        let started = Instant::now();
+        while dir_names(&out_dir).is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no output begun"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let begun = dir_names(&out_dir);
+        assert!(
+            begun
+                .iter()
+                .all(|name| name.starts_with(".a.clk.parquet.") && name.ends_with(".tmp")),
+            "{begun:?}"
+        );
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        drop(pipe);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(130), "SIG{signal}; stderr: {stderr}");
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        assert_eq!(
+            dir_names(&out_dir),
+            BTreeSet::new(),
+            "SIG{signal}: files left"
+        );
+    }
+}
