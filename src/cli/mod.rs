@@ -76,13 +76,17 @@ const INTERRUPTED: i32 = 130;
 /// the run at once without leaving the temporary files of unfinished outputs
 /// behind (a signal runs no destructor). Outputs already finished stay.
 fn remove_unfinished_outputs_on_signals() {
+    use std::io::Write as _;
+
     // Without a handler (one already set, or none possible) the signal still
     // ends the run, and no output is half-written either way.
     let _ = ctrlc::set_handler(|| {
         let removed = pprl::io::atomic::remove_pending();
-        eprintln!(
-            "\ninterrupted: {removed} unfinished output file{} removed",
-            if removed == 1 { "" } else { "s" }
+        // Not `eprintln!`, which panics when stderr is gone (a closed terminal).
+        let plural = if removed == 1 { "" } else { "s" };
+        let _ = writeln!(
+            std::io::stderr(),
+            "\ninterrupted: {removed} unfinished output file{plural} removed"
         );
         std::process::exit(INTERRUPTED);
     });
