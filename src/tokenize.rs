@@ -141,8 +141,10 @@ pub(crate) enum AsciiGram {
 }
 
 impl AsciiGram {
-    /// Appends the token's text, as [`tokenize`] writes it.
-    pub(crate) fn write(self, out: &mut String) {
+    /// The token's text, as [`tokenize`] writes it, written into `out`
+    /// (cleared first).
+    pub(crate) fn text(self, out: &mut String) -> &str {
+        out.clear();
         match self {
             AsciiGram::Positional(index, byte) => {
                 push_positional(out, index, char::from(byte).encode_utf8(&mut [0; 4]));
@@ -152,6 +154,7 @@ impl AsciiGram {
                 out.push(char::from(second));
             }
         }
+        out
     }
 }
 
@@ -353,11 +356,7 @@ mod tests {
                     proptest::prop_assert!(value.is_ascii());
                     proptest::prop_assert!((n, positional) == (1, true) || (n, positional) == (2, false));
                     let written: Vec<String> = grams
-                        .map(|g| {
-                            let mut text = String::new();
-                            g.write(&mut text);
-                            text
-                        })
+                        .map(|g| g.text(&mut String::new()).to_owned())
                         .collect();
                     proptest::prop_assert_eq!(written, tokens(&comparison, &value));
                 }

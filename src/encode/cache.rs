@@ -584,7 +584,6 @@ impl Grams {
         }
     }
 
-    /// Bytes allocated.
     /// Bytes of memory taken: of the two tables, only the pages of the
     /// slots set (at most a page per slot) count, as only those are ever
     /// touched.

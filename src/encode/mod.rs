@@ -695,16 +695,12 @@ impl Encoder {
             match cache::gram_slot(gram) {
                 Some(slot) => table.set_bits(slot, k, target, |k, out| {
                     stored = true;
-                    token.clear();
-                    gram.write(token);
-                    plan.hasher
-                        .positions(token.as_bytes(), k, self.hash_bits, out);
+                    let text = gram.text(token).as_bytes();
+                    plan.hasher.positions(text, k, self.hash_bits, out);
                 }),
                 None => {
-                    token.clear();
-                    gram.write(token);
-                    plan.hasher
-                        .insert(token.as_bytes(), k, self.hash_bits, target);
+                    let text = gram.text(token).as_bytes();
+                    plan.hasher.insert(text, k, self.hash_bits, target);
                 }
             }
         }
