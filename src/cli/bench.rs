@@ -14,6 +14,7 @@ use pprl::similarity::{Kernel, PackedClks, SearchOptions, scalar, search_pair};
 use pprl::site::{EncodeOptions, MaxRejects, OutputFormat, encode_site};
 
 use super::example::{FEBRL4_A, FEBRL4_B};
+use pprl::io::atomic::ScratchDir;
 use pprl::io::records::{ReadOptions, read_named_columns};
 
 /// Copies of Febrl4 A in the thread-scaling measurement.
@@ -116,7 +117,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     // The whole site run, as `pprl encode` does it: CSV in, Parquet out.
-    let dir = tempfile::tempdir()?;
+    let dir = ScratchDir::new()?;
     let input = dir.path().join("febrl4_a_x20.csv");
     std::fs::write(&input, repeated_febrl(FEBRL4_A, SCALING_REPEATS))?;
     scaling_header(
@@ -264,7 +265,7 @@ fn rate(min_time: Duration, items: usize, mut work: impl FnMut()) -> f64 {
 /// Febrl's rows (embedded in the binary) as values in `schema`'s feature
 /// order; features without a column are `None`.
 fn febrl_rows(csv: &str, schema: &Schema) -> anyhow::Result<Vec<Vec<Option<String>>>> {
-    let dir = tempfile::tempdir()?;
+    let dir = ScratchDir::new()?;
     let path = dir.path().join("febrl.csv");
     std::fs::write(&path, csv)?;
     let names: Vec<&str> = schema.features().iter().map(|f| f.identifier()).collect();

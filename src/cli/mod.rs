@@ -74,7 +74,8 @@ const INTERRUPTED: i32 = 130;
 
 /// Makes Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) end
 /// the run at once without leaving the temporary files of unfinished outputs
-/// behind (a signal runs no destructor). Outputs already finished stay.
+/// or a `pprl bench` scratch directory behind (a signal runs no destructor).
+/// Outputs already finished stay.
 fn remove_unfinished_outputs_on_signals() {
     use std::io::Write as _;
 
@@ -86,7 +87,7 @@ fn remove_unfinished_outputs_on_signals() {
         let plural = if removed == 1 { "" } else { "s" };
         let _ = writeln!(
             std::io::stderr(),
-            "\ninterrupted: {removed} unfinished output file{plural} removed"
+            "\ninterrupted: {removed} temporary file{plural} removed"
         );
         std::process::exit(INTERRUPTED);
     });

@@ -5,6 +5,8 @@
 //! run killed by a signal runs no destructor: a program that handles the
 //! signal (the `pprl` command does, for Ctrl-C and `kill`) calls
 //! [`remove_pending`] first, so that no temporary file is left behind either.
+//! The same holds for a [`ScratchDir`], a working directory of temporary
+//! inputs (`pprl bench` writes its test files there).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -20,14 +22,17 @@ pub struct AtomicFile {
 }
 
 /// The temporary files of every [`AtomicFile`] not yet committed or dropped,
-/// and whether [`remove_pending`] has closed the list.
+/// the [`ScratchDir`]s not yet dropped, and whether [`remove_pending`] has
+/// closed the list.
 struct Pending {
     files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
     closed: bool,
 }
 
 static PENDING: Mutex<Pending> = Mutex::new(Pending {
     files: Vec::new(),
+    dirs: Vec::new(),
     closed: false,
 });
 
@@ -42,25 +47,31 @@ fn interrupted() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "interrupted")
 }
 
-impl Pending {
-    fn forget(&mut self, path: &Path) {
-        if let Some(i) = self.files.iter().position(|p| p == path) {
-            self.files.swap_remove(i);
-        }
+fn forget(paths: &mut Vec<PathBuf>, path: &Path) {
+    if let Some(i) = paths.iter().position(|p| p == path) {
+        paths.swap_remove(i);
     }
 }
 
-/// Removes the temporary files of all outputs under construction, for a
-/// program about to exit on a signal; from then on no output can be created
-/// or committed ([`io::ErrorKind::Interrupted`]). An output committed before
-/// the call is complete. Returns how many files were removed.
+/// Removes the temporary files of all outputs under construction and every
+/// [`ScratchDir`], for a program about to exit on a signal; from then on no
+/// output or scratch directory can be created and no output committed
+/// ([`io::ErrorKind::Interrupted`]). An output committed before the call is
+/// complete. Returns how many files and directories were removed.
 pub fn remove_pending() -> usize {
     let mut list = pending();
     list.closed = true;
-    list.files
+    let files = list
+        .files
         .drain(..)
         .filter(|path| std::fs::remove_file(path).is_ok())
-        .count()
+        .count();
+    let dirs = list
+        .dirs
+        .drain(..)
+        .filter(|path| std::fs::remove_dir_all(path).is_ok())
+        .count();
+    files + dirs
 }
 
 impl AtomicFile {
@@ -121,7 +132,7 @@ impl AtomicFile {
             return Err(interrupted()); // and the file is gone
         }
         let renamed = temp.persist(&self.target).map(|_| ()).map_err(|e| e.error);
-        list.forget(&path);
+        forget(&mut list.files, &path);
         renamed
     }
 }
@@ -131,7 +142,7 @@ impl Drop for AtomicFile {
         if let Some(temp) = self.temp.take() {
             let path = temp.path().to_path_buf();
             drop(temp); // removes the file
-            pending().forget(&path);
+            forget(&mut pending().files, &path);
         }
     }
 }
@@ -142,6 +153,45 @@ impl Write for AtomicFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.temp().flush()
+    }
+}
+
+/// A temporary working directory (in the system's, `TMPDIR` on Unix),
+/// removed with its contents when dropped or when [`remove_pending`] runs.
+#[derive(Debug)]
+pub struct ScratchDir {
+    /// `None` only while dropping.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ScratchDir {
+    /// Makes a new, empty directory.
+    ///
+    /// # Errors
+    /// When the directory cannot be made, or [`remove_pending`] has run.
+    pub fn new() -> io::Result<ScratchDir> {
+        let mut list = pending();
+        if list.closed {
+            return Err(interrupted());
+        }
+        let dir = tempfile::Builder::new().prefix("pprl-").tempdir()?;
+        list.dirs.push(dir.path().to_path_buf());
+        Ok(ScratchDir { dir: Some(dir) })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_path_buf();
+            drop(dir); // removes the directory and its contents
+            forget(&mut pending().dirs, &path);
+        }
     }
 }
 
@@ -191,6 +241,17 @@ mod tests {
         let list = pending();
         assert!(!list.files.contains(&kept_temp) && !list.files.contains(&dropped_temp));
         assert!(dir.path().join("kept").exists() && !dropped_temp.exists());
+    }
+
+    #[test]
+    fn scratch_dirs_are_pending_until_dropped() {
+        let scratch = ScratchDir::new().unwrap();
+        let path = scratch.path().to_path_buf();
+        std::fs::write(path.join("input.csv"), b"rows").unwrap();
+        assert!(pending().dirs.contains(&path));
+        drop(scratch);
+        assert!(!path.exists());
+        assert!(!pending().dirs.contains(&path));
     }
 
     #[test]

@@ -970,3 +970,48 @@ fn an_interrupted_run_leaves_no_file_behind() {
         );
     }
 }
+
+/// `pprl bench` writes its test input into a scratch directory; Ctrl-C while
+/// it times the site run (the input there) removes the directory too.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_bench_leaves_no_scratch_directory_behind() {
+    use std::time::{Duration, Instant};
+
+    let dir = temp_dir();
+    let scratch_root = dir.path().join("tmp");
+    std::fs::create_dir(&scratch_root).unwrap();
+    let mut child = crate::util::pprl()
+        .args(["bench", "--threads", "1", "--seconds", "1"])
+        .env("TMPDIR", &scratch_root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The site run's input, written before its timings (a second or more).
+    let has_site_input = || {
+        std::fs::read_dir(&scratch_root).unwrap().any(|entry| {
+            let entry = entry.unwrap().path();
+            entry.join("febrl4_a_x20.csv").exists()
+        })
+    };
+    let started = Instant::now();
+    while !has_site_input() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no site run begun"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "bench ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    assert_eq!(dir_names(&scratch_root), BTreeSet::new(), "left behind");
+}
