@@ -19,6 +19,13 @@ use super::atomic::AtomicFile;
 /// Rows per Parquet row group: large enough for fast scans, small enough to
 /// keep a reader's memory bounded.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Data page size of a `.clk.parquet` (Parquet's default is 1 MiB). A column
+/// writer builds each page in a new buffer that grows by doubling: pages of
+/// 1 MiB came from fresh memory every time, pages this size reuse freed
+/// memory (10^6 rows encoded on one feature: 74,000 page faults before,
+/// 7,400 now, 14% less CPU), and a page header per 512 clks costs nothing a
+/// reader notices.
+const CLK_PAGE_BYTES: usize = 64 * 1024;
 
 /// Errors reading or writing a file at a path: a Parquet table, or any
 /// other file the pipeline reads or writes (the `Io` case).
@@ -90,6 +97,7 @@ pub fn clk_writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
         .into_builder()
         .set_column_compression(clk.clone(), Compression::UNCOMPRESSED)
         .set_column_statistics_enabled(clk, EnabledStatistics::None)
+        .set_data_page_size_limit(CLK_PAGE_BYTES)
         .build()
 }
 
