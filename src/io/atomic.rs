@@ -93,10 +93,24 @@ impl AtomicFile {
         if list.closed {
             return Err(interrupted());
         }
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the directory {} does not exist", dir.display()),
+            ));
+        }
+        // Without the temporary file's name, which `tempfile` adds and which
+        // would only puzzle: the user named the target.
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
-            .tempfile_in(dir)?;
+            .tempfile_in(dir)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create a file in {}: {}", dir.display(), e.kind()),
+                )
+            })?;
         list.files.push(temp.path().to_path_buf());
         Ok(AtomicFile {
             temp: Some(temp),
@@ -252,6 +266,18 @@ mod tests {
         drop(scratch);
         assert!(!path.exists());
         assert!(!pending().dirs.contains(&path));
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("results");
+        let err = AtomicFile::create(&missing.join("a.clk.parquet")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!("the directory {} does not exist", missing.display())
+        );
     }
 
     #[test]
