@@ -1015,3 +1015,25 @@ fn an_interrupted_bench_leaves_no_scratch_directory_behind() {
     assert_eq!(status.code(), Some(130), "stderr: {stderr}");
     assert_eq!(dir_names(&scratch_root), BTreeSet::new(), "left behind");
 }
+
+/// An output into a directory that does not exist fails before reading,
+/// naming the directory (not a temporary file), and makes nothing.
+#[test]
+fn an_output_into_a_missing_directory_names_it() {
+    let dir = temp_dir();
+    let secret = write_secret(dir.path());
+    let schema = default_schema(dir.path());
+    let output = dir.path().join("results").join("a.clk.parquet");
+    let stderr = run_fails(
+        dir.path(),
+        &encode_args(&schema, &secret, &fixture("febrl4_a.csv"), &output),
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist",
+            dir.path().join("results").display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(".tmp"), "{stderr}");
+}
