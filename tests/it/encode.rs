@@ -1035,5 +1035,5 @@ fn an_output_into_a_missing_directory_names_it() {
         )),
         "{stderr}"
     );
-    assert!(!stderr.contains(".tmp"), "{stderr}");
+    assert!(!stderr.contains(".a.clk.parquet."), "{stderr}");
 }
