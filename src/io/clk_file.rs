@@ -95,7 +95,7 @@ impl ClkFile {
 
 /// Counts the set bits of a clk.
 pub fn popcount(clk: &[u8]) -> u16 {
-    clk.iter().map(|b| b.count_ones()).sum::<u32>() as u16
+    crate::similarity::popcount_bytes(clk) as u16
 }
 
 /// Errors reading or writing clk files.

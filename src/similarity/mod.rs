@@ -250,6 +250,13 @@ pub fn and_popcounts(kernel: Kernel, a: &[u64], b: &[u64], out: &mut [u32]) {
     (kernel.fns().counts)(a, b, out);
 }
 
+/// The number of bits set in a clk stored as bytes (as in a `.clk.parquet`),
+/// counted with the fastest instruction this CPU has; equal to
+/// [`scalar::popcount_bytes`].
+pub fn popcount_bytes(clk: &[u8]) -> u32 {
+    simd::popcount_bytes(clk)
+}
+
 /// Appends `(j, |a ∧ b_j|)` to `hits` for every clk `b_j` of `b` (as in
 /// [`and_popcounts`]) whose count is at least `min`, in ascending `j`.
 ///
@@ -349,6 +356,17 @@ mod tests {
     }
 
     proptest! {
+        /// Both ways of counting a stored clk's bits (the `popcnt` one on
+        /// CPUs that have it) give the reference's count, for any length.
+        #[test]
+        fn popcount_of_bytes_equals_the_scalar_reference(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let expected = scalar::popcount_bytes(&bytes);
+            prop_assert_eq!(popcount_bytes(&bytes), expected);
+            prop_assert_eq!(simd::count_bytes(&bytes), expected);
+        }
+
         #[test]
         fn every_kernel_equals_the_scalar_reference(
             (a, b) in (1usize..40).prop_flat_map(|w| (clks(w, 1..2), clks(w, 0..30)))

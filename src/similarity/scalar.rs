@@ -23,6 +23,11 @@ pub fn popcount(a: &[u64]) -> u32 {
     a.iter().map(|w| w.count_ones()).sum()
 }
 
+/// The number of bits set in a clk stored as bytes.
+pub fn popcount_bytes(clk: &[u8]) -> u32 {
+    clk.iter().map(|b| b.count_ones()).sum()
+}
+
 /// Dice similarity `2|A ∧ B| / (|A| + |B|)` of two clks; 0 when both are empty.
 pub fn dice(a: &[u64], b: &[u64]) -> f64 {
     dice_score(and_popcount(a, b), popcount(a), popcount(b))
