@@ -94,10 +94,17 @@ impl AtomicFile {
             return Err(interrupted());
         }
         if !dir.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("the directory {} does not exist", dir.display()),
-            ));
+            return Err(if dir.exists() {
+                io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", dir.display()),
+                )
+            } else {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("the directory {} does not exist", dir.display()),
+                )
+            });
         }
         // Without the temporary file's name, which `tempfile` adds and which
         // would only puzzle: the user named the target.
@@ -277,6 +284,13 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!("the directory {} does not exist", missing.display())
+        );
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, b"").unwrap();
+        let err = AtomicFile::create(&file.join("a.clk.parquet")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{} is not a directory", file.display())
         );
     }
 
