@@ -28,7 +28,8 @@ header is not counted).
 
 Exit status: 0 when the output was written (some rows may have been rejected: see the \
 summary and the rejects file); 1 on any error, and then no output is written; 2 for an \
-invalid command line.
+invalid command line; 130 when interrupted (Ctrl-C, kill, a closed terminal), and then no \
+output or temporary file is left.
 
 Example:
   pprl encode --schema linkage.json --secret-file project.key --site A \\

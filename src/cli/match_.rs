@@ -50,7 +50,8 @@ on the clks or of site-side blocking keys instead of all pairs, above 2e9 pairs;
 summary reports the reduction ratio, and `pprl evaluate --clks` the pair completeness.")]
 #[command(after_help = "\
 Exit status: 0 when the outputs were written; 1 on any error, and then no output is \
-written; 2 for an invalid command line.
+written; 2 for an invalid command line; 130 when interrupted (Ctrl-C, kill, a closed \
+terminal), and then no output or temporary file is left.
 
 Examples:
   pprl match --out-dir out/ a.clk.parquet b.clk.parquet c.clk.parquet
