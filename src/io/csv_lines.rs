@@ -379,7 +379,9 @@ pub(crate) struct ChunkRecords<'a> {
     /// The line of `data[start]`.
     line: u64,
     dialect: Dialect,
-    core: csv_core::Reader,
+    /// The parser of quoted records, made for the first one: most chunks
+    /// have none, and building it for every chunk was 0.5% of an encode run.
+    core: Option<csv_core::Reader>,
     /// Whether `core` has been given input: on its first call it drops a
     /// byte-order mark at the start of its input, meant for the file's start
     /// (dropped by the splitter already), so that call gets one byte only.
@@ -457,9 +459,7 @@ impl<'a> ChunkRecords<'a> {
             start: 0,
             line: first_line,
             dialect,
-            core: csv_core::ReaderBuilder::new()
-                .delimiter(dialect.delimiter)
-                .build(),
+            core: None,
             core_started: false,
             record: Current::None,
             unescaped: vec![0; 256],
@@ -551,7 +551,11 @@ impl<'a> ChunkRecords<'a> {
                 input = &input[..1];
                 self.core_started = true;
             }
-            let (result, read, written, ended) = self.core.read_record(
+            let delimiter = self.dialect.delimiter;
+            let core = self
+                .core
+                .get_or_insert_with(|| csv_core::ReaderBuilder::new().delimiter(delimiter).build());
+            let (result, read, written, ended) = core.read_record(
                 input,
                 &mut self.unescaped[out..],
                 &mut self.core_ends[ends..],
