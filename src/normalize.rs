@@ -317,9 +317,23 @@ impl Date {
     /// Writes the date as `%Y%m%d`, the way clkhash does on Linux: the year is
     /// not zero-padded (glibc's `%Y`), month and day are.
     pub fn write_canonical(&self, out: &mut String) {
-        use std::fmt::Write;
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{}{:02}{:02}", self.year, self.month, self.day);
+        // Digit by digit: `write!` goes through the formatting machinery,
+        // which took a fifth as long as parsing the date. A parsed year is
+        // 1..=9999.
+        let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
+        let year = self.year.unsigned_abs();
+        let mut started = false;
+        for power in [1000, 100, 10] {
+            started |= year >= power;
+            if started {
+                out.push(digit(year / power));
+            }
+        }
+        out.push(digit(year));
+        for two in [self.month, self.day] {
+            out.push(digit(two / 10));
+            out.push(digit(two));
+        }
     }
 }
 
@@ -707,6 +721,18 @@ mod tests {
                 f.parse(value),
                 "{value} as {format}"
             );
+        }
+    }
+
+    #[test]
+    fn canonical_dates_are_written_as_glibc_strftime_writes_them() {
+        // Every year a date can have; months and days on both sides of 10.
+        for year in 1..=9999 {
+            for (month, day) in [(1, 9), (10, 31), (12, 1)] {
+                let mut got = String::from("x");
+                Date { year, month, day }.write_canonical(&mut got);
+                assert_eq!(got, format!("x{year}{month:02}{day:02}"));
+            }
         }
     }
 
