@@ -15,9 +15,12 @@
 //!   not a multiple of 8 words, and the comparison with the minimum count
 //!   done in the vector registers.
 //!
+//! The popcount of one stored clk (for the `popcount` column of an encode
+//! run) is here too: `popcnt` where the CPU has it, else the portable loop.
+//!
 //! This is the only module that may use `unsafe`: every implementation that
-//! needs a CPU feature is reachable only through [`resolve`], which hands it
-//! out after the feature has been detected.
+//! needs a CPU feature is reachable only through [`resolve`] or
+//! [`popcount_bytes`], which use it after the feature has been detected.
 #![allow(unsafe_code)]
 
 use super::Kernel;
