@@ -93,6 +93,16 @@ impl AtomicFile {
         if list.closed {
             return Err(interrupted());
         }
+        // Found now, not by the rename at the end of a long run.
+        if target.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!(
+                    "{} is a directory; name the file to write",
+                    target.display()
+                ),
+            ));
+        }
         if !dir.is_dir() {
             return Err(if dir.exists() {
                 io::Error::new(
@@ -292,6 +302,17 @@ mod tests {
             err.to_string(),
             format!("{} is not a directory", file.display())
         );
+    }
+
+    #[test]
+    fn a_directory_as_the_target_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for target in [dir.path().to_path_buf(), dir.path().join("")] {
+            let err = AtomicFile::create(&target).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::IsADirectory, "{target:?}");
+            assert!(err.to_string().contains("is a directory"), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

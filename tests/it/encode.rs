@@ -1017,7 +1017,8 @@ fn an_interrupted_bench_leaves_no_scratch_directory_behind() {
 }
 
 /// An output into a directory that does not exist fails before reading,
-/// naming the directory (not a temporary file), and makes nothing.
+/// naming the directory (not a temporary file), and makes nothing; so does
+/// an output that is a directory.
 #[test]
 fn an_output_into_a_missing_directory_names_it() {
     let dir = temp_dir();
@@ -1036,4 +1037,17 @@ fn an_output_into_a_missing_directory_names_it() {
         "{stderr}"
     );
     assert!(!stderr.contains(".a.clk.parquet."), "{stderr}");
+
+    // A directory given as the output is refused before any work.
+    let results = dir.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    let stderr = run_fails(
+        dir.path(),
+        &encode_args(&schema, &secret, &fixture("febrl4_a.csv"), &results),
+    );
+    assert!(
+        stderr.contains(&format!("{} is a directory", results.display())),
+        "{stderr}"
+    );
+    assert_eq!(dir_names(&results), BTreeSet::new());
 }
