@@ -192,6 +192,13 @@ pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
         max_bucket_pairs: args.max_bucket_pairs,
         ..MatchOptions::default()
     };
+    // Found now, not after the matching, which can take long.
+    if args.out_dir.exists() && !args.out_dir.is_dir() {
+        anyhow::bail!(
+            "--out-dir {} is a file, not a directory",
+            args.out_dir.display()
+        );
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build()

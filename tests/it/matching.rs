@@ -797,6 +797,26 @@ fn febrl4_quality_with_the_clkhash_schema() {
     assert!(recall >= 0.98, "recall {recall}");
 }
 
+/// An --out-dir that is a file is refused before the inputs are read.
+#[test]
+fn an_out_dir_that_is_a_file_is_refused() {
+    let dir = temp_dir();
+    let file = dir.path().join("results");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let missing = dir.path().join("never-read.clk.parquet");
+    let out = run_pprl(args(&[&"match", &"--out-dir", &file, &missing]));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--out-dir {} is a file, not a directory",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}
+
 #[test]
 fn an_error_names_its_cause_once() {
     let dir = temp_dir();
