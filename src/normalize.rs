@@ -467,10 +467,12 @@ impl DateFormat {
 const MAX_NUMERIC_DIRECTIVES: usize = 4;
 
 /// One element of a numeric date pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Literal(u8),
-    Directive(Directive),
+    /// A directive's alternatives, in its pattern's order, each a sequence
+    /// of byte ranges (see [`byte_alternatives`]).
+    Directive(Vec<Vec<(u8, u8)>>),
 }
 
 /// The regular expression of a format made of `%Y`, `%y`, `%m`, `%d` and
@@ -500,7 +502,7 @@ impl NumericMatcher {
                 .filter(|p| matches!(p, Piece::Directive(_)))
                 .count();
             if numeric && count < MAX_NUMERIC_DIRECTIVES {
-                list.push(Piece::Directive(directive));
+                list.push(Piece::Directive(byte_alternatives(directive.pattern())));
                 return;
             }
         }
@@ -534,74 +536,58 @@ impl NumericMatcher {
         value: &[u8],
         spans: &mut [(usize, usize); MAX_NUMERIC_DIRECTIVES],
     ) -> Option<usize> {
-        let Some(&next) = self.pieces.get(piece) else {
+        let Some(next) = self.pieces.get(piece) else {
             return Some(at);
         };
         let rest = &value[at..];
         match next {
-            Piece::Literal(b) => (rest.first() == Some(&b))
+            Piece::Literal(b) => (rest.first() == Some(b))
                 .then(|| self.find_from(piece + 1, directive, at + 1, value, spans))
                 .flatten(),
-            Piece::Directive(d) => {
-                let mut lengths = [0usize; 5];
-                let n = alternative_lengths(d, rest, &mut lengths);
-                lengths[..n].iter().find_map(|&len| {
-                    spans[directive] = (at, at + len);
-                    self.find_from(piece + 1, directive + 1, at + len, value, spans)
-                })
-            }
+            Piece::Directive(alternatives) => alternatives.iter().find_map(|ranges| {
+                let len = ranges.len();
+                let fits = rest.len() >= len
+                    && ranges
+                        .iter()
+                        .zip(rest)
+                        .all(|(&(lo, hi), b)| (lo..=hi).contains(b));
+                if !fits {
+                    return None;
+                }
+                spans[directive] = (at, at + len);
+                self.find_from(piece + 1, directive + 1, at + len, value, spans)
+            }),
         }
     }
 }
 
-/// The lengths of the texts at the start of `rest` that each alternative of
-/// `directive`'s pattern matches, in the pattern's order (see
-/// [`Directive::pattern`]); returns how many there are.
-fn alternative_lengths(directive: Directive, rest: &[u8], out: &mut [usize; 5]) -> usize {
-    let at = |i: usize| rest.get(i).copied().unwrap_or(0);
-    let digit = |i: usize| at(i).is_ascii_digit();
-    let within = |i: usize, lo: u8, hi: u8| (lo..=hi).contains(&at(i));
-    let alternatives: [(bool, usize); 5] = match directive {
-        Directive::Year4 => [
-            ((0..4).all(digit), 4),
-            (false, 0),
-            (false, 0),
-            (false, 0),
-            (false, 0),
-        ],
-        Directive::Year2 => [
-            (digit(0) && digit(1), 2),
-            (false, 0),
-            (false, 0),
-            (false, 0),
-            (false, 0),
-        ],
-        // 1[0-2]|0[1-9]|[1-9]
-        Directive::Month => [
-            (at(0) == b'1' && within(1, b'0', b'2'), 2),
-            (at(0) == b'0' && within(1, b'1', b'9'), 2),
-            (within(0, b'1', b'9'), 1),
-            (false, 0),
-            (false, 0),
-        ],
-        // 3[0-1]|[1-2][0-9]|0[1-9]|[1-9]| [1-9]
-        Directive::Day => [
-            (at(0) == b'3' && within(1, b'0', b'1'), 2),
-            (within(0, b'1', b'2') && digit(1), 2),
-            (at(0) == b'0' && within(1, b'1', b'9'), 2),
-            (within(0, b'1', b'9'), 1),
-            (at(0) == b' ' && within(1, b'1', b'9'), 2),
-        ],
-        _ => unreachable!("only numeric directives are matched here"),
-    };
-    let mut n = 0;
-    for (matches, len) in alternatives {
-        if matches {
-            out[n] = len;
-            n += 1;
-        }
-    }
-    n
+/// The alternatives of a numeric directive's pattern, as
+/// [`Directive::pattern`] writes it (`(1[0-2]|0[1-9]|[1-9])`): each a
+/// sequence of byte ranges, one per character it matches. Read from the
+/// pattern itself, so that the byte matcher and the regular expression
+/// share one definition.
+fn byte_alternatives(pattern: &str) -> Vec<Vec<(u8, u8)>> {
+    let group = pattern
+        .strip_prefix('(')
+        .and_then(|p| p.strip_suffix(')'))
+        .expect("a directive's pattern is one group");
+    group
+        .split('|')
+        .map(|alternative| {
+            let mut bytes = alternative.bytes();
+            let mut ranges = Vec::new();
+            while let Some(b) = bytes.next() {
+                ranges.push(match b {
+                    b'[' => match (bytes.next(), bytes.next(), bytes.next(), bytes.next()) {
+                        (Some(lo), Some(b'-'), Some(hi), Some(b']')) => (lo, hi),
+                        _ => unreachable!("only ranges such as [0-9] in {pattern}"),
+                    },
+                    literal => (literal, literal),
+                });
+            }
+            ranges
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -88,11 +88,6 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Listed as it is made, so that no moment has it on disk unlisted.
-        let mut list = pending();
-        if list.closed {
-            return Err(interrupted());
-        }
         // Found now, not by the rename at the end of a long run.
         if target.is_dir() {
             return Err(io::Error::new(
@@ -115,6 +110,11 @@ impl AtomicFile {
                     format!("the directory {} does not exist", dir.display()),
                 )
             });
+        }
+        // Listed as it is made, so that no moment has it on disk unlisted.
+        let mut list = pending();
+        if list.closed {
+            return Err(interrupted());
         }
         // Without the temporary file's name, which `tempfile` adds and which
         // would only puzzle: the user named the target.
