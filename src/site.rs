@@ -34,21 +34,23 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, FixedSizeBinaryArray, StringArray, UInt16Array};
-use arrow_buffer::Buffer;
+use arrow_array::{ArrayRef, StringArray, UInt16Array};
 use arrow_schema::SchemaRef;
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
 };
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::schema::types::ColumnDescPtr;
 use rayon::prelude::*;
 
 use crate::encode::blocking::BlockingKeyHasher;
 use crate::encode::{self, Encoder, FieldError};
 use crate::io::atomic::AtomicFile;
+use crate::io::clk_column::{ClkColumnChunk, ClkColumnWriter};
 use crate::io::clk_file::{self, keys};
 use crate::io::records::{
     Batch, Chunk, ChunkParser, CsvChunk, ReadOptions, ReadPosition, RecordReader, RecordsError,
@@ -483,9 +485,8 @@ type ChunkOutput = ChunkResult<BodyBuilder>;
 
 /// The output of a chunk's encoded rows.
 enum ChunkBody {
-    /// One Parquet row group, its column chunks in schema order (none when
-    /// every row was rejected).
-    Parquet(Vec<ArrowColumnChunk>),
+    /// One Parquet row group (none when every row was rejected).
+    Parquet(Option<Box<RowGroupChunks>>),
     /// Base64 clks, quoted and separated by commas, for anonlink JSON.
     Json(String),
 }
@@ -616,7 +617,7 @@ fn encode_csv_chunk(
 
 enum BodyBuilder {
     /// The column writers of the chunk's row group.
-    Parquet(Vec<ArrowColumnWriter>),
+    Parquet(RowGroupWriters),
     Json(String),
 }
 
@@ -719,14 +720,12 @@ impl ChunkOutput {
         let encoded = self.rows - self.rejects.len() as u64;
         let body = match self.body {
             // A row group without rows is not written.
-            BodyBuilder::Parquet(_) if encoded == 0 => ChunkBody::Parquet(Vec::new()),
-            BodyBuilder::Parquet(writers) => ChunkBody::Parquet(
+            BodyBuilder::Parquet(_) if encoded == 0 => ChunkBody::Parquet(None),
+            BodyBuilder::Parquet(writers) => ChunkBody::Parquet(Some(Box::new(
                 writers
-                    .into_iter()
-                    .map(ArrowColumnWriter::close)
-                    .collect::<Result<_, _>>()
+                    .close()
                     .map_err(|source| parquet_error(context, source))?,
-            ),
+            ))),
             BodyBuilder::Json(text) => ChunkBody::Json(text),
         };
         Ok(EncodedChunk {
@@ -1047,25 +1046,52 @@ fn csv_write_error(path: &Path, e: csv::Error) -> SiteError {
     }
 }
 
+/// Buffer of the Parquet output file: parquet splices each row group's clk
+/// column into the file 8 KiB at a time, which unbuffered was one system call each.
+const OUTPUT_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Where `clk` is among the columns of a `.clk.parquet`, and among their
+/// leaves (the columns before it are flat).
+const CLK_COLUMN: usize = 1;
+
 /// Serialises chunks of encoded rows into Parquet row groups, on any thread.
 struct RowGroupEncoder {
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
+    clk: ColumnDescPtr,
     bytes: usize,
+}
+
+/// One row group's column writers: Arrow's for every column but `clk`,
+/// which has its own ([`ClkColumnWriter`]).
+struct RowGroupWriters {
+    arrow: Vec<ArrowColumnWriter>,
+    clk: ClkColumnWriter,
+}
+
+/// One row group's serialised column chunks.
+struct RowGroupChunks {
+    arrow: Vec<ArrowColumnChunk>,
+    clk: ClkColumnChunk,
 }
 
 impl RowGroupEncoder {
     /// The column writers of a new row group.
-    fn writers(&self) -> Result<Vec<ArrowColumnWriter>, ParquetError> {
+    fn writers(&self) -> Result<RowGroupWriters, ParquetError> {
         // Row group numbers only matter to encryption, which is not used.
-        self.factory.create_column_writers(0)
+        let mut arrow = self.factory.create_column_writers(0)?;
+        drop(arrow.remove(CLK_COLUMN));
+        Ok(RowGroupWriters {
+            arrow,
+            clk: ClkColumnWriter::new(self.clk.clone(), self.bytes),
+        })
     }
 
     /// Appends rows to a row group's `writers`; hands back the buffer of
     /// `clks` once the writers have copied it.
     fn write(
         &self,
-        writers: &mut [ArrowColumnWriter],
+        writers: &mut RowGroupWriters,
         ids: &[&str],
         clks: Vec<u8>,
         popcounts: Vec<u16>,
@@ -1074,11 +1100,10 @@ impl RowGroupEncoder {
         if ids.is_empty() {
             return Ok(Some(clks));
         }
-        let clk = FixedSizeBinaryArray::new(self.bytes as i32, Buffer::from_vec(clks), None);
-        let clk_buffer = clk.values().clone();
+        let clks = Bytes::from(clks);
+        writers.clk.write(&clks)?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(ids)),
-            Arc::new(clk),
             Arc::new(UInt16Array::from(popcounts)),
         ];
         if let Some(keys) = &blocking_keys {
@@ -1086,16 +1111,45 @@ impl RowGroupEncoder {
                 keys.iter().map(Vec::as_slice),
             )));
         }
-        let mut next = writers.iter_mut();
-        for (field, column) in self.schema.fields().iter().zip(&columns) {
+        let fields = (self.schema.fields().iter().enumerate())
+            .filter(|&(column, _)| column != CLK_COLUMN)
+            .map(|(_, field)| field);
+        let mut next = writers.arrow.iter_mut();
+        for (field, column) in fields.zip(&columns) {
             for leaf in compute_leaves(field, column)? {
                 next.next()
                     .expect("one writer per leaf of the clk schema")
                     .write(&leaf)?;
             }
         }
-        drop(columns);
-        Ok(clk_buffer.into_vec::<u8>().ok())
+        // The clk writer has let go of its slices of the buffer.
+        Ok(clks.try_into_mut().ok().map(Vec::from))
+    }
+}
+
+impl RowGroupWriters {
+    fn close(self) -> Result<RowGroupChunks, ParquetError> {
+        Ok(RowGroupChunks {
+            arrow: (self.arrow.into_iter())
+                .map(ArrowColumnWriter::close)
+                .collect::<Result<_, _>>()?,
+            clk: self.clk.close()?,
+        })
+    }
+}
+
+impl RowGroupChunks {
+    /// Appends the column chunks to `row_group`, in schema order.
+    fn append_to_row_group<W: Write + Send>(
+        self,
+        row_group: &mut SerializedRowGroupWriter<'_, W>,
+    ) -> Result<(), ParquetError> {
+        let mut arrow = self.arrow.into_iter();
+        for chunk in arrow.by_ref().take(CLK_COLUMN) {
+            chunk.append_to_row_group(row_group)?;
+        }
+        self.clk.append_to_row_group(row_group)?;
+        arrow.try_for_each(|chunk| chunk.append_to_row_group(row_group))
     }
 }
 
@@ -1104,7 +1158,7 @@ enum Sink {
     Parquet {
         path: PathBuf,
         file: AtomicFile,
-        writer: Box<SerializedFileWriter<std::fs::File>>,
+        writer: Box<SerializedFileWriter<BufWriter<std::fs::File>>>,
     },
     /// anonlink JSON: clks only (no ids, metadata or blocking keys).
     Json {
@@ -1153,7 +1207,10 @@ impl Sink {
                     path: path.clone(),
                     source,
                 };
-                let handle = file.file().try_clone().map_err(io_err)?;
+                let handle = BufWriter::with_capacity(
+                    OUTPUT_BUFFER_BYTES,
+                    file.file().try_clone().map_err(io_err)?,
+                );
                 // The ArrowWriter adds the Arrow schema to the file's metadata;
                 // its parts then let workers serialise row groups in parallel.
                 let (writer, factory) = ArrowWriter::try_new(
@@ -1163,6 +1220,8 @@ impl Sink {
                 )
                 .and_then(ArrowWriter::into_serialized_writer)
                 .map_err(parquet_err)?;
+                let clk = writer.schema_descr().column(CLK_COLUMN);
+                debug_assert_eq!(clk.name(), "clk");
                 let sink = Sink::Parquet {
                     path,
                     file,
@@ -1173,6 +1232,7 @@ impl Sink {
                     Some(RowGroupEncoder {
                         factory,
                         schema,
+                        clk,
                         bytes,
                     }),
                 ))
@@ -1194,19 +1254,17 @@ impl Sink {
     fn write(&mut self, body: ChunkBody) -> Result<(), SiteError> {
         match (self, body) {
             (Sink::Parquet { path, writer, .. }, ChunkBody::Parquet(chunks)) => {
-                if chunks.is_empty() {
+                let Some(chunks) = chunks else {
                     return Ok(());
-                }
+                };
                 let parquet_err = |source| SiteError::WriteParquet {
                     path: path.clone(),
                     source,
                 };
                 let mut row_group = writer.next_row_group().map_err(parquet_err)?;
-                for chunk in chunks {
-                    chunk
-                        .append_to_row_group(&mut row_group)
-                        .map_err(parquet_err)?;
-                }
+                chunks
+                    .append_to_row_group(&mut row_group)
+                    .map_err(parquet_err)?;
                 row_group.close().map(drop).map_err(parquet_err)
             }
             (Sink::Json { path, out, first }, ChunkBody::Json(text)) => {

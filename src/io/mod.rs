@@ -6,6 +6,7 @@
 //! or interrupted run never leaves a half-written output.
 
 pub mod atomic;
+pub(crate) mod clk_column;
 pub mod clk_file;
 mod csv_lines;
 pub mod records;

@@ -11,7 +11,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::atomic::AtomicFile;
@@ -19,13 +19,6 @@ use super::atomic::AtomicFile;
 /// Rows per Parquet row group: large enough for fast scans, small enough to
 /// keep a reader's memory bounded.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
-/// Data page size of a `.clk.parquet` (Parquet's default is 1 MiB). A column
-/// writer builds each page in a new buffer that grows by doubling: pages of
-/// 1 MiB came from fresh memory every time, pages this size reuse freed
-/// memory (10^6 rows encoded on one feature: 74,000 page faults before,
-/// 7,400 now, 14% less CPU), and a page header per 512 clks costs nothing a
-/// reader notices.
-const CLK_PAGE_BYTES: usize = 64 * 1024;
 
 /// Errors reading or writing a file at a path: a Parquet table, or any
 /// other file the pipeline reads or writes (the `Io` case).
@@ -87,18 +80,13 @@ pub fn writer_properties_with_unique(
     builder.build()
 }
 
-/// [`writer_properties_with_unique`] for a `.clk.parquet`: clks are random
-/// bits, which Snappy cannot shrink, so they are stored uncompressed, and
-/// whose minimum and maximum no reader could use to skip pages, so they get
-/// no statistics (which compared every clk with the page's extremes).
+/// [`writer_properties_with_unique`] for a site's `.clk.parquet`, whose ids
+/// are unique. Its `clk` column does not go through Arrow's writer: see
+/// [`super::clk_column`], which stores clks uncompressed (Snappy cannot
+/// shrink random bits) and without statistics (no reader could use a clk's
+/// minimum and maximum to skip pages).
 pub fn clk_writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
-    let clk = ColumnPath::from("clk");
-    writer_properties_with_unique(metadata, &["id", "clk"])
-        .into_builder()
-        .set_column_compression(clk.clone(), Compression::UNCOMPRESSED)
-        .set_column_statistics_enabled(clk, EnabledStatistics::None)
-        .set_data_page_size_limit(CLK_PAGE_BYTES)
-        .build()
+    writer_properties_with_unique(metadata, &["id"])
 }
 
 /// Writes `batches` (all with `schema`) to `path` atomically, with `metadata`
