@@ -583,7 +583,7 @@ fn encode_chunk(
             (result, Some(chunk.into_buffer()))
         }
         Chunk::Batch(batch) => {
-            let result = ChunkOutput::new(context).and_then(|mut output| {
+            let result = ChunkOutput::new(context, batch.len()).and_then(|mut output| {
                 for start in (0..batch.len()).step_by(SUB_BATCH_ROWS) {
                     let rows = start..batch.len().min(start + SUB_BATCH_ROWS);
                     output.add(context, &batch, rows, &mut buffers.clks)?;
@@ -601,7 +601,7 @@ fn encode_csv_chunk(
     chunk: &CsvChunk,
     buffers: &mut WorkerBuffers,
 ) -> Result<EncodedChunk, SiteError> {
-    let mut output = ChunkOutput::new(context)?;
+    let mut output = ChunkOutput::new(context, chunk.rows())?;
     let mut rows = context.parser.rows(chunk);
     while let Some(batch) =
         context
@@ -622,11 +622,12 @@ enum BodyBuilder {
 }
 
 impl ChunkOutput {
-    fn new(context: &ChunkContext<'_>) -> Result<ChunkOutput, SiteError> {
+    /// The output of a chunk of `rows` rows.
+    fn new(context: &ChunkContext<'_>, rows: usize) -> Result<ChunkOutput, SiteError> {
         let body = match context.row_groups {
             Some(row_groups) => BodyBuilder::Parquet(
                 row_groups
-                    .writers()
+                    .writers(rows)
                     .map_err(|source| parquet_error(context, source))?,
             ),
             None => BodyBuilder::Json(String::new()),
@@ -1076,14 +1077,14 @@ struct RowGroupChunks {
 }
 
 impl RowGroupEncoder {
-    /// The column writers of a new row group.
-    fn writers(&self) -> Result<RowGroupWriters, ParquetError> {
+    /// The column writers of a new row group of at most `rows` rows.
+    fn writers(&self, rows: usize) -> Result<RowGroupWriters, ParquetError> {
         // Row group numbers only matter to encryption, which is not used.
         let mut arrow = self.factory.create_column_writers(0)?;
         drop(arrow.remove(CLK_COLUMN));
         Ok(RowGroupWriters {
             arrow,
-            clk: ClkColumnWriter::new(self.clk.clone(), self.bytes),
+            clk: ClkColumnWriter::new(self.clk.clone(), self.bytes, rows),
         })
     }
 

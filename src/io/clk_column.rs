@@ -28,6 +28,14 @@ use parquet::schema::types::ColumnDescPtr;
 /// pages this size keep a reader's buffers small.
 pub(crate) const CLK_PAGE_BYTES: usize = 64 * 1024;
 
+/// Room for a data page header: a few small Thrift integers (about 15 bytes).
+const PAGE_HEADER_BYTES: usize = 32;
+
+/// Clks per page: as many as fit in [`CLK_PAGE_BYTES`], and at least one.
+fn page_rows(clk_bytes: usize) -> usize {
+    (CLK_PAGE_BYTES / clk_bytes).max(1)
+}
+
 /// Serialises clks into the data pages of one row group's `clk` column, in
 /// memory, on any thread; [`ClkColumnChunk::append_to_row_group`] then
 /// splices them into the file.
@@ -49,8 +57,10 @@ pub struct ClkColumnChunk {
 
 impl ClkColumnWriter {
     /// A writer for the column `descr` (a required FIXED_LEN_BYTE_ARRAY of
-    /// `clk_bytes` bytes).
-    pub fn new(descr: ColumnDescPtr, clk_bytes: usize) -> ClkColumnWriter {
+    /// `clk_bytes` bytes) of a row group of about `rows` rows, for which it
+    /// sets aside memory at once: grown by doubling, its buffer was copied
+    /// on every reallocation.
+    pub fn new(descr: ColumnDescPtr, clk_bytes: usize, rows: usize) -> ClkColumnWriter {
         assert!(clk_bytes > 0, "a clk has at least one byte");
         debug_assert_eq!(
             (descr.max_def_level(), descr.max_rep_level()),
@@ -60,7 +70,9 @@ impl ClkColumnWriter {
         ClkColumnWriter {
             descr,
             clk_bytes,
-            sink: TrackedWrite::new(Vec::new()),
+            sink: TrackedWrite::new(Vec::with_capacity(
+                rows * clk_bytes + rows.div_ceil(page_rows(clk_bytes)) * PAGE_HEADER_BYTES,
+            )),
             rows: 0,
             pages: Vec::new(),
         }
@@ -73,7 +85,7 @@ impl ClkColumnWriter {
     /// Those of parquet's page writer.
     pub fn write(&mut self, clks: &Bytes) -> Result<(), ParquetError> {
         assert_eq!(clks.len() % self.clk_bytes, 0, "whole clks only");
-        let page_bytes = (CLK_PAGE_BYTES / self.clk_bytes).max(1) * self.clk_bytes;
+        let page_bytes = page_rows(self.clk_bytes) * self.clk_bytes;
         let mut start = 0;
         while start < clks.len() {
             let end = clks.len().min(start + page_bytes);
@@ -183,7 +195,8 @@ mod tests {
             .unwrap();
         let descr = writer.schema_descr().column(0);
         for batches in row_groups {
-            let mut column = ClkColumnWriter::new(descr.clone(), clk_bytes);
+            let rows = batches.iter().map(|b| b.len() / clk_bytes).sum();
+            let mut column = ClkColumnWriter::new(descr.clone(), clk_bytes, rows);
             for batch in batches {
                 column.write(&Bytes::from(batch.clone())).unwrap();
             }
