@@ -219,6 +219,72 @@ fn parquet_output_has_the_contract_columns_and_metadata() {
     assert_eq!(file.meta.filter_bits, 1024);
 }
 
+/// An encoding read by DuckDB (an independent Parquet implementation) has the
+/// ids, clks and popcounts that the library reads: the clk column's pages
+/// are cut by pprl itself rather than by Arrow's writer.
+#[test]
+#[allow(clippy::print_stdout)] // the skip notice is for whoever runs the tests
+fn encoded_file_reads_the_same_in_duckdb() {
+    let Some(python) = std::env::var_os("PPRL_PYTHON") else {
+        println!("skipped: PPRL_PYTHON is not set (run scripts/test.sh, which installs DuckDB)");
+        return;
+    };
+    let dir = temp_dir();
+    let secret = write_secret(dir.path());
+    let schema = default_schema(dir.path());
+    let output = dir.path().join("a.clk.parquet");
+    run_ok(with(
+        encode_args(&schema, &secret, &fixture("febrl4_a.csv"), &output),
+        &["--threads", "2"],
+    ));
+    let file = pprl::io::clk_file::read(&output, None).unwrap();
+    let expected: Vec<String> = (0..file.len())
+        .map(|i| {
+            let hex: String = file.clk(i).iter().map(|b| format!("{b:02X}")).collect();
+            format!("{}|{hex}|{}", file.ids[i], file.popcounts[i])
+        })
+        .collect();
+
+    let script = r#"
+import sys, duckdb
+path = sys.argv[1]
+con = duckdb.connect()
+print("row groups", con.execute(
+    f"SELECT count(DISTINCT row_group_id) FROM parquet_metadata('{path}')").fetchone()[0])
+print("types", con.execute(
+    f"SELECT typeof(id), typeof(clk), typeof(popcount) FROM read_parquet('{path}') LIMIT 1").fetchone())
+for row in con.execute(
+        f"SELECT id, hex(clk), popcount FROM read_parquet('{path}', file_row_number = true) "
+        "ORDER BY file_row_number").fetchall():
+    print("|".join(str(v) for v in row))
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&output)
+        .output()
+        .expect("PPRL_PYTHON runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "duckdb failed: {stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let row_groups: usize = (lines.next().unwrap().strip_prefix("row groups "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        row_groups > 1,
+        "the file should span row groups: {row_groups}"
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        "types ('VARCHAR', 'BLOB', 'USMALLINT')"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 5000);
+    assert_eq!(rows, expected);
+}
+
 #[test]
 fn output_is_identical_for_any_thread_count() {
     let dir = temp_dir();
