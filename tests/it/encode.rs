@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pprl::schema::Schema;
 use pprl::secret::Secret;
 
-use crate::util::{fixture, run_ok, run_pprl, temp_dir, write_secret};
+use crate::util::{fixture, run_duckdb_script, run_ok, run_pprl, temp_dir, write_secret};
 
 /// The secret of the clkhash reference vectors.
 const CLKHASH_SECRET: &str = "correct horse battery staple";
@@ -223,12 +223,7 @@ fn parquet_output_has_the_contract_columns_and_metadata() {
 /// ids, clks and popcounts that the library reads: the clk column's pages
 /// are cut by pprl itself rather than by Arrow's writer.
 #[test]
-#[allow(clippy::print_stdout)] // the skip notice is for whoever runs the tests
 fn encoded_file_reads_the_same_in_duckdb() {
-    let Some(python) = std::env::var_os("PPRL_PYTHON") else {
-        println!("skipped: PPRL_PYTHON is not set (run scripts/test.sh, which installs DuckDB)");
-        return;
-    };
     let dir = temp_dir();
     let secret = write_secret(dir.path());
     let schema = default_schema(dir.path());
@@ -258,15 +253,9 @@ for row in con.execute(
         "ORDER BY file_row_number").fetchall():
     print("|".join(str(v) for v in row))
 "#;
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(&output)
-        .output()
-        .expect("PPRL_PYTHON runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "duckdb failed: {stderr}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let Some(text) = run_duckdb_script(script, &[&output]) else {
+        return;
+    };
     let mut lines = text.lines();
     let row_groups: usize = (lines.next().unwrap().strip_prefix("row groups "))
         .unwrap()

@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use pprl::io::table;
 use pprl::release::{ReleaseError, ReleaseOptions};
 
-use crate::util::{fixture, run_err, run_ok, temp_dir};
+use crate::util::{fixture, run_duckdb_script, run_err, run_ok, temp_dir};
 
 /// Writes an entity file (or a map) with rows (entity_id, site, id).
 pub fn write_entities(path: &Path, rows: &[(i64, &str, &str)], metadata: &[(&str, &str)]) {
@@ -89,10 +89,6 @@ fn entity_ids(path: &Path) -> Vec<i64> {
 
 fn strings(values: &[&str]) -> Vec<Option<String>> {
     values.iter().map(|v| Some((*v).to_owned())).collect()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -512,12 +508,7 @@ fn parquet_payload_keeps_its_types_and_integer_ids() {
 /// Releases sites A and B of one linkage, then joins them with DuckDB (an
 /// independent Parquet implementation) and compares with what Rust wrote.
 #[test]
-#[allow(clippy::print_stdout)] // the skip notice is for whoever runs the tests
 fn released_files_read_correctly_with_duckdb() {
-    let Some(python) = std::env::var_os("PPRL_PYTHON") else {
-        println!("skipped: PPRL_PYTHON is not set (run scripts/test.sh, which installs DuckDB)");
-        return;
-    };
     let dir = temp_dir();
     let maps = split_maps(dir.path());
     let a_payload = write_payload_a(dir.path());
@@ -580,15 +571,9 @@ for row in con.execute(f"""
     ORDER BY a.entity_id""").fetchall():
     print("join", "|".join(str(v) for v in row))
 "#;
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(&a_out)
-        .arg(&b_out)
-        .output()
-        .expect("PPRL_PYTHON runs");
-    assert!(out.status.success(), "duckdb failed: {}", stderr(&out));
-    let text = stdout(&out);
+    let Some(text) = run_duckdb_script(script, &[&a_out, &b_out]) else {
+        return;
+    };
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("rows {} {}", a_ids.len(), b_ids.len()));
     assert_eq!(lines[1], "types ('BIGINT', 'VARCHAR')");

@@ -68,3 +68,24 @@ pub fn write_secret(dir: &Path) -> PathBuf {
     std::fs::write(&path, "an example project secret, 32+ bytes long\n").unwrap();
     path
 }
+
+/// Runs a Python `script` with DuckDB on `args` and returns what it printed:
+/// DuckDB reads outputs as an independent Parquet implementation. `None`,
+/// after saying so, when `PPRL_PYTHON` (set by `scripts/test.sh`, which
+/// installs DuckDB) is not set.
+#[allow(clippy::print_stdout)] // the skip notice is for whoever runs the tests
+pub fn run_duckdb_script(script: &str, args: &[&Path]) -> Option<String> {
+    let Some(python) = std::env::var_os("PPRL_PYTHON") else {
+        println!("skipped: PPRL_PYTHON is not set (run scripts/test.sh, which installs DuckDB)");
+        return None;
+    };
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("PPRL_PYTHON runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "duckdb failed: {stderr}");
+    Some(String::from_utf8(out.stdout).expect("the script prints UTF-8"))
+}
