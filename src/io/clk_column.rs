@@ -173,8 +173,6 @@ mod tests {
         ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
     };
     use parquet::file::metadata::PageIndexPolicy;
-    use parquet::file::properties::{EnabledStatistics, WriterProperties};
-    use parquet::schema::types::ColumnPath;
     use proptest::prelude::*;
 
     use super::*;
@@ -211,16 +209,10 @@ mod tests {
         Bytes::from(writer.into_inner().unwrap())
     }
 
-    /// The same clks written by Arrow's writer, set up as a site's output was
-    /// before [`ClkColumnWriter`].
+    /// The same clks written by Arrow's writer, with the settings of a clk
+    /// file (as a site's output was before [`ClkColumnWriter`]).
     fn write_with_arrow(clk_bytes: usize, row_groups: &[Vec<Vec<u8>>]) -> Bytes {
-        let clk = ColumnPath::from("clk");
-        let properties = WriterProperties::builder()
-            .set_column_compression(clk.clone(), Compression::UNCOMPRESSED)
-            .set_column_dictionary_enabled(clk.clone(), false)
-            .set_column_statistics_enabled(clk, EnabledStatistics::None)
-            .set_data_page_size_limit(CLK_PAGE_BYTES)
-            .build();
+        let properties = crate::io::table::clk_writer_properties(&[]);
         let mut writer =
             ArrowWriter::try_new(Vec::new(), schema(clk_bytes), Some(properties)).unwrap();
         for batches in row_groups {

@@ -174,7 +174,8 @@ pub fn write_parquet(path: &Path, file: &ClkFile) -> Result<(), ClkFileError> {
     if let Some(k) = &file.meta.key_check_value {
         metadata.push((keys::KEY_CHECK_VALUE, k));
     }
-    table::write_batches(path, schema, &[batch], &metadata)?;
+    let properties = table::clk_writer_properties(&metadata);
+    table::write_batches(path, schema, &[batch], properties)?;
     Ok(())
 }
 
@@ -463,6 +464,28 @@ mod tests {
         write_parquet(&path, &file).unwrap();
         assert_eq!(read(&path, None).unwrap(), file);
         assert_eq!(read(&path, Some("Z")).unwrap().meta.site, "Z");
+    }
+
+    /// As a site's encode run stores them: random bits neither compress nor
+    /// sort usefully, and unique values make no dictionary.
+    #[test]
+    fn clks_are_stored_plain_uncompressed_and_without_statistics() {
+        use parquet::basic::{Compression, Encoding};
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.clk.parquet");
+        write_parquet(&path, &sample()).unwrap();
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let (id, clk) = (row_group.column(0), row_group.column(1));
+        assert_eq!(clk.column_path().string(), "clk");
+        assert_eq!(clk.compression(), Compression::UNCOMPRESSED);
+        assert!(clk.statistics().is_none());
+        for column in [id, clk] {
+            assert!(column.dictionary_page_offset().is_none());
+            assert!(!column.encodings().any(|e| e == Encoding::RLE_DICTIONARY));
+        }
     }
 
     #[test]

@@ -11,10 +11,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::atomic::AtomicFile;
+use super::clk_column::CLK_PAGE_BYTES;
 
 /// Rows per Parquet row group: large enough for fast scans, small enough to
 /// keep a reader's memory bounded.
@@ -80,17 +81,23 @@ pub fn writer_properties_with_unique(
     builder.build()
 }
 
-/// [`writer_properties_with_unique`] for a site's `.clk.parquet`, whose ids
-/// are unique. Its `clk` column does not go through Arrow's writer: see
-/// [`super::clk_column`], which stores clks uncompressed (Snappy cannot
-/// shrink random bits) and without statistics (no reader could use a clk's
-/// minimum and maximum to skip pages).
+/// [`writer_properties_with_unique`] for a `.clk.parquet`: clks are random
+/// bits, which Snappy cannot shrink, so they are stored uncompressed, and
+/// whose minimum and maximum no reader could use to skip pages, so they get
+/// no statistics. A site's encode run writes its clk column with
+/// [`super::clk_column`], which stores it the same way.
 pub fn clk_writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
-    writer_properties_with_unique(metadata, &["id"])
+    let clk = ColumnPath::from("clk");
+    writer_properties_with_unique(metadata, &["id", "clk"])
+        .into_builder()
+        .set_column_compression(clk.clone(), Compression::UNCOMPRESSED)
+        .set_column_statistics_enabled(clk, EnabledStatistics::None)
+        .set_data_page_size_limit(CLK_PAGE_BYTES)
+        .build()
 }
 
-/// Writes `batches` (all with `schema`) to `path` atomically, with `metadata`
-/// as Parquet key-value metadata.
+/// Writes `batches` (all with `schema`) to `path` atomically, with
+/// `properties` (which carry the key-value metadata).
 ///
 /// # Errors
 /// [`TableError`] naming `path`.
@@ -98,7 +105,7 @@ pub fn write_batches(
     path: &Path,
     schema: SchemaRef,
     batches: &[RecordBatch],
-    metadata: &[(&str, &str)],
+    properties: WriterProperties,
 ) -> Result<(), TableError> {
     let io_err = |source| TableError::Io {
         path: path.to_path_buf(),
@@ -110,8 +117,7 @@ pub fn write_batches(
     };
     let mut out = AtomicFile::create(path).map_err(io_err)?;
     let file = out.file().try_clone().map_err(io_err)?;
-    let mut writer =
-        ArrowWriter::try_new(file, schema, Some(writer_properties(metadata))).map_err(pq_err)?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(pq_err)?;
     for batch in batches {
         writer.write(batch).map_err(pq_err)?;
     }
@@ -128,7 +134,13 @@ pub fn write_batch(
     batch: &RecordBatch,
     metadata: &[(&str, &str)],
 ) -> Result<(), TableError> {
-    write_batches(path, batch.schema(), std::slice::from_ref(batch), metadata)
+    let properties = writer_properties(metadata);
+    write_batches(
+        path,
+        batch.schema(),
+        std::slice::from_ref(batch),
+        properties,
+    )
 }
 
 /// A whole Parquet file: its Arrow schema, its batches and its key-value metadata.
