@@ -15,7 +15,6 @@
 //! files on the command line nor the number of threads changes the result.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +23,7 @@ use arrow_array::{Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 
-use crate::io::atomic::AtomicFile;
+use crate::io::atomic::{AtomicFile, FlushBehind};
 use crate::io::clk_file::{self, ClkFile, ClkFileError};
 use crate::io::table;
 use rayon::slice::ParallelSliceMut;
@@ -1206,8 +1205,8 @@ fn write_parquet(
         source,
     };
     let mut out = AtomicFile::create(path).map_err(io_err)?;
-    let file: File = out.file().try_clone().map_err(io_err)?;
-    let mut writer: Option<ArrowWriter<File>> = None;
+    let file = out.flush_behind().map_err(io_err)?;
+    let mut writer: Option<ArrowWriter<FlushBehind>> = None;
     let mut file = Some(file);
     for batch in batches {
         let w = match &mut writer {

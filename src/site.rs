@@ -49,7 +49,7 @@ use rayon::prelude::*;
 
 use crate::encode::blocking::BlockingKeyHasher;
 use crate::encode::{self, Encoder, FieldError};
-use crate::io::atomic::AtomicFile;
+use crate::io::atomic::{AtomicFile, FlushBehind};
 use crate::io::clk_column::{ClkColumnChunk, ClkColumnWriter};
 use crate::io::clk_file::{self, keys};
 use crate::io::records::{
@@ -1155,16 +1155,19 @@ impl RowGroupChunks {
 }
 
 /// The output file under construction (a temporary file until `finish`).
+/// Its writer comes before the file, so that on failure it is dropped (its
+/// flush-behind helper stopped) before the file is removed.
 enum Sink {
     Parquet {
         path: PathBuf,
+        writer: Box<SerializedFileWriter<BufWriter<FlushBehind>>>,
         file: AtomicFile,
-        writer: Box<SerializedFileWriter<BufWriter<std::fs::File>>>,
     },
     /// anonlink JSON: clks only (no ids, metadata or blocking keys).
     Json {
         path: PathBuf,
-        out: BufWriter<AtomicFile>,
+        out: BufWriter<FlushBehind>,
+        file: AtomicFile,
         first: bool,
     },
 }
@@ -1210,7 +1213,7 @@ impl Sink {
                 };
                 let handle = BufWriter::with_capacity(
                     OUTPUT_BUFFER_BYTES,
-                    file.file().try_clone().map_err(io_err)?,
+                    file.flush_behind().map_err(io_err)?,
                 );
                 // The ArrowWriter adds the Arrow schema to the file's metadata;
                 // its parts then let workers serialise row groups in parallel.
@@ -1239,10 +1242,11 @@ impl Sink {
                 ))
             }
             OutputFormat::ClkhashJson => {
-                let mut out = BufWriter::new(file);
+                let mut out = BufWriter::new(file.flush_behind().map_err(io_err)?);
                 out.write_all(b"{\"clks\":[").map_err(io_err)?;
                 let sink = Sink::Json {
                     path,
+                    file,
                     out,
                     first: true,
                 };
@@ -1268,7 +1272,12 @@ impl Sink {
                     .map_err(parquet_err)?;
                 row_group.close().map(drop).map_err(parquet_err)
             }
-            (Sink::Json { path, out, first }, ChunkBody::Json(text)) => {
+            (
+                Sink::Json {
+                    path, out, first, ..
+                },
+                ChunkBody::Json(text),
+            ) => {
                 if text.is_empty() {
                     return Ok(());
                 }
@@ -1304,15 +1313,20 @@ impl Sink {
                 file.commit()
                     .map_err(|source| SiteError::Write { path, source })
             }
-            Sink::Json { path, mut out, .. } => {
+            Sink::Json {
+                path,
+                file,
+                mut out,
+                ..
+            } => {
                 let io_err = |source| SiteError::Write {
                     path: path.clone(),
                     source,
                 };
-                out.write_all(b"]}").map_err(io_err)?;
-                let file = out
-                    .into_inner()
-                    .map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+                out.write_all(b"]}")
+                    .and_then(|()| out.flush())
+                    .map_err(io_err)?;
+                drop(out);
                 file.commit().map_err(io_err)
             }
         }

@@ -116,7 +116,7 @@ pub fn write_batches(
         source,
     };
     let mut out = AtomicFile::create(path).map_err(io_err)?;
-    let file = out.file().try_clone().map_err(io_err)?;
+    let file = out.flush_behind().map_err(io_err)?;
     let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(pq_err)?;
     for batch in batches {
         writer.write(batch).map_err(pq_err)?;
