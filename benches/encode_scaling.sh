@@ -41,8 +41,11 @@ for scheme in native blake; do
     for t in "${threads[@]}"; do
         out="$work/$scheme.t$t.clk.parquet"
         # "wall cpu peak_kib" of the fastest of three runs.
-        # Timed by bash (to the millisecond), the peak by GNU time.
+        # Timed by bash (to the millisecond), the peak by GNU time. Each run
+        # writes a new file: replacing the last run's output would add the
+        # kernel's freeing of the old file (about 25 ms per 133 MB on ext4).
         best="$(for _ in 1 2 3; do
+            rm -f "$out"
             { time /usr/bin/time -f '%M' -o "$work/peak" "$pprl" encode --schema "$schema" \
                 --secret-file "$work/secret.key" --site A --input "$work/people/a.csv" \
                 --id-column rec_id --output "$out" --threads "$t" --max-rejects 100% --quiet
