@@ -1081,7 +1081,7 @@ impl RowGroupEncoder {
     fn writers(&self, rows: usize) -> Result<RowGroupWriters, ParquetError> {
         // Row group numbers only matter to encryption, which is not used.
         let mut arrow = self.factory.create_column_writers(0)?;
-        drop(arrow.remove(CLK_COLUMN));
+        drop(arrow.remove(CLK_COLUMN)); // `clk` has its own writer
         Ok(RowGroupWriters {
             arrow,
             clk: ClkColumnWriter::new(self.clk.clone(), self.bytes, rows),
