@@ -951,26 +951,32 @@ fn trim_field(value: &str) -> &str {
     }
 }
 
+/// Strings or integers: the Arrow types whose values read as record ids
+/// (integers in their decimal form).
+pub(crate) fn is_string_or_integer(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+    )
+}
+
 fn is_text_like(t: &DataType) -> bool {
     match t {
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Null => true,
+        DataType::Date32 | DataType::Date64 | DataType::Null => true,
         DataType::Dictionary(_, values) => {
             matches!(**values, DataType::Utf8 | DataType::LargeUtf8)
         }
-        _ => false,
+        t => is_string_or_integer(t),
     }
 }
 

@@ -11,7 +11,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 
 use super::{ColumnError, ReleaseError, RowRef};
-use crate::io::records::{ReadOptions, RecordReader, likely_delimiter};
+use crate::io::records::{ReadOptions, RecordReader, is_string_or_integer, likely_delimiter};
 use crate::io::table::{self, TableError};
 
 /// How a payload file is read.
@@ -184,19 +184,8 @@ fn read_parquet(path: &Path, id_column: &str) -> Result<Read, ReleaseError> {
         found: column.data_type().to_string(),
     };
     // Integer ids are compared with the map's Utf8 ids in their decimal form.
-    match column.data_type() {
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => {}
-        _ => return Err(type_error().into()),
+    if !is_string_or_integer(column.data_type()) {
+        return Err(type_error().into());
     }
     let strings = arrow_cast::cast(column.as_ref(), &DataType::Utf8).map_err(|_| type_error())?;
     let strings = strings
