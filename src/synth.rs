@@ -400,7 +400,8 @@ impl Synth {
             path: path.to_path_buf(),
             source,
         };
-        let mut out = AtomicFile::create(path).map_err(wrap)?;
+        let mut file = AtomicFile::create(path).map_err(wrap)?;
+        let mut out = file.flush_behind().map_err(wrap)?;
         let mut header = COLUMNS.join(",");
         header.push('\n');
         out.write_all(header.as_bytes()).map_err(wrap)?;
@@ -424,7 +425,8 @@ impl Synth {
                 out.write_all(&text).map_err(wrap)?;
             }
         }
-        out.commit().map_err(wrap)
+        drop(out);
+        file.commit().map_err(wrap)
     }
 }
 
