@@ -25,7 +25,7 @@
 //! file from an earlier run, so the rejects file always belongs to the output
 //! beside it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
@@ -33,19 +33,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
-
-use arrow_array::{ArrayRef, StringArray, UInt16Array};
-use arrow_schema::SchemaRef;
-use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
-};
-use parquet::errors::ParquetError;
-use parquet::file::metadata::KeyValue;
-use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
-use parquet::schema::types::ColumnDescPtr;
-use rayon::prelude::*;
 
 use crate::encode::blocking::BlockingKeyHasher;
 use crate::encode::{self, Encoder, FieldError};
@@ -59,6 +46,21 @@ use crate::io::records::{
 use crate::io::table;
 use crate::schema::Schema;
 use crate::secret::Secret;
+use arrow_array::{ArrayRef, StringArray, UInt16Array};
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::schema::types::ColumnDescPtr;
+
+mod ids;
+
+use ids::{ChunkIds, IdSet, check_ids, id_hash};
 
 /// The format of the encoded output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -366,7 +368,7 @@ pub fn encode_site(
                     write_reject(writer, &rejects_file, *row, id, err)?;
                 }
                 sink.write(chunk.body)?;
-                ids.hashes.extend_from_slice(&chunk.id_hashes);
+                ids.push(chunk.id_hashes);
                 let rejected = chunk.rejects.len() as u64;
                 counts.rows_read += chunk.rows;
                 counts.rejected += rejected;
@@ -468,20 +470,21 @@ struct Finished {
 
 /// What a worker makes of a chunk: `Body` is a [`BodyBuilder`] while it
 /// works on it, a [`ChunkBody`] once done.
-struct ChunkResult<Body> {
+struct ChunkResult<Body, Ids> {
     rows: u64,
     /// Row number, id and reason of each rejected row, in order.
     rejects: Vec<(u64, String, FieldError)>,
-    /// The hash of every row's id ([`IdSet`]).
-    id_hashes: Vec<u64>,
+    /// The hash of every row's id ([`IdSet`]): a list while the chunk is
+    /// encoded, grouped for the search for duplicates once it is done.
+    id_hashes: Ids,
     body: Body,
 }
 
 /// A chunk encoded and serialised, ready to append to the output.
-type EncodedChunk = ChunkResult<ChunkBody>;
+type EncodedChunk = ChunkResult<ChunkBody, ChunkIds>;
 
 /// A chunk's output under construction.
-type ChunkOutput = ChunkResult<BodyBuilder>;
+type ChunkOutput = ChunkResult<BodyBuilder, Vec<u64>>;
 
 /// The output of a chunk's encoded rows.
 enum ChunkBody {
@@ -732,7 +735,7 @@ impl ChunkOutput {
         Ok(EncodedChunk {
             rows: self.rows,
             rejects: self.rejects,
-            id_hashes: self.id_hashes,
+            id_hashes: ChunkIds::group(&self.id_hashes),
             body,
         })
     }
@@ -835,163 +838,6 @@ impl ColumnPlan {
             features,
         })
     }
-}
-
-/// Ids seen so far, as 64-bit hashes in reading order: 10 million ids take
-/// 80 MiB. They are sorted once at the end of the input (appending and one
-/// sort cost a third of what inserting into a hash set did, whose random
-/// probes missed the cache on every row). A hash seen twice is confirmed by
-/// reading the input again, so a hash collision never reports a false duplicate.
-#[derive(Debug)]
-struct IdSet {
-    hashes: Vec<u64>,
-    hash: fn(&str) -> u64,
-}
-
-impl Default for IdSet {
-    fn default() -> IdSet {
-        IdSet {
-            hashes: Vec::new(),
-            hash: id_hash,
-        }
-    }
-}
-
-impl IdSet {
-    /// After the last row: the duplicate id whose second row comes first, with
-    /// every row that has it. Sorts on `threads` threads.
-    fn finish(
-        &mut self,
-        options: &EncodeOptions<'_>,
-        id_column: usize,
-        threads: usize,
-    ) -> Result<(), SiteError> {
-        let hashes = std::mem::take(&mut self.hashes);
-        let suspects = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-            Ok(pool) => pool.install(|| repeated_values(hashes)),
-            Err(_) => repeated_values(hashes),
-        };
-        if suspects.is_empty() {
-            return Ok(());
-        }
-        let mut rows_of: HashMap<String, Vec<u64>> = HashMap::new();
-        let mut reader = RecordReader::open(&options.input, &options.read)?;
-        reader.select(&[id_column])?;
-        while let Some(batch) = reader.next_batch()? {
-            for row in 0..batch.len() {
-                let id = batch.get(row, 0).unwrap_or_default();
-                if suspects.contains(&(self.hash)(id)) {
-                    rows_of
-                        .entry(id.to_owned())
-                        .or_default()
-                        .push(batch.row_number(row));
-                }
-            }
-        }
-        match rows_of
-            .into_iter()
-            .filter(|(_, rows)| rows.len() > 1)
-            .min_by_key(|(_, rows)| rows[1])
-        {
-            None => Ok(()),
-            Some((id, rows)) => Err(SiteError::DuplicateId {
-                path: options.input.clone(),
-                column: options.id_column.clone(),
-                id,
-                rows,
-            }),
-        }
-    }
-}
-
-/// The values that occur more than once in `hashes`, which are uniform
-/// 64-bit hashes. Rather than sorted whole, they are scattered by their top
-/// bits into buckets that fit a core's cache (one pass to count, one to
-/// move), and each bucket is sorted on its own, in parallel on the current
-/// rayon pool: a third of the time of `par_sort_unstable` on one thread.
-fn repeated_values(hashes: Vec<u64>) -> HashSet<u64> {
-    const BUCKET_BITS: u32 = 12;
-    let bucket = |h: u64| (h >> (64 - BUCKET_BITS)) as usize;
-    let mut ends = vec![0; 1 << BUCKET_BITS];
-    for &h in &hashes {
-        ends[bucket(h)] += 1;
-    }
-    let mut total = 0;
-    for end in &mut ends {
-        total += *end;
-        *end = total;
-    }
-    // Filled from the back: each bucket's end moves down to its start.
-    let mut scattered = vec![0; hashes.len()];
-    let mut starts = ends.clone();
-    for &h in &hashes {
-        let at = &mut starts[bucket(h)];
-        *at -= 1;
-        scattered[*at] = h;
-    }
-    drop(hashes);
-    let mut buckets = Vec::with_capacity(ends.len());
-    let mut rest = scattered.as_mut_slice();
-    for (&start, &end) in starts.iter().zip(&ends) {
-        let (bucket, after) = rest.split_at_mut(end - start);
-        buckets.push(bucket);
-        rest = after;
-    }
-    buckets
-        .into_par_iter()
-        .flat_map_iter(|bucket| {
-            bucket.sort_unstable();
-            let mut repeated = Vec::new();
-            for pair in bucket.windows(2) {
-                if pair[0] == pair[1] && repeated.last() != Some(&pair[0]) {
-                    repeated.push(pair[0]);
-                }
-            }
-            repeated
-        })
-        .collect()
-}
-
-/// A fast 64-bit hash of an id (8 bytes at a time, then a full avalanche).
-/// Not keyed: ids are the site's own, and a collision only costs a second
-/// look at the input (see [`IdSet`]); SipHash took 3% of an encode run.
-fn id_hash(id: &str) -> u64 {
-    let bytes = id.as_bytes();
-    let mut h = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        h = (h.rotate_left(23) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h.rotate_left(23) ^ u64::from_le_bytes(tail)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // SplitMix64's finaliser: every input bit reaches every output bit.
-    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    h ^ (h >> 31)
-}
-
-/// Appends the `hash` of the id of every row in `rows` of `batch` to `hashes`; an empty id is an error.
-fn check_ids(
-    options: &EncodeOptions<'_>,
-    batch: &Batch,
-    rows: Range<usize>,
-    hash: fn(&str) -> u64,
-    hashes: &mut Vec<u64>,
-) -> Result<(), SiteError> {
-    for row in rows {
-        let id = batch.get(row, 0).unwrap_or_default();
-        if id.is_empty() {
-            return Err(SiteError::EmptyId {
-                path: options.input.clone(),
-                row: batch.row_number(row),
-                column: options.id_column.clone(),
-            });
-        }
-        hashes.push(hash(id));
-    }
-    Ok(())
 }
 
 fn create_rejects(path: &Path) -> Result<RejectsWriter, SiteError> {
@@ -1601,28 +1447,6 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
-    proptest::proptest! {
-        /// The bucketed search against a plain sort, on hashes with many
-        /// repeats, in one bucket or spread over several.
-        #[test]
-        fn repeated_values_are_those_a_sort_finds(
-            hashes in proptest::collection::vec(
-                proptest::prop_oneof![
-                    0u64..8,
-                    proptest::num::u64::ANY,
-                    proptest::strategy::Strategy::prop_map(0u64..4, |h| h << 61),
-                ],
-                0..300,
-            ),
-        ) {
-            let mut sorted = hashes.clone();
-            sorted.sort_unstable();
-            let expected: HashSet<u64> =
-                sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
-            proptest::prop_assert_eq!(repeated_values(hashes), expected);
-        }
-    }
-
     #[test]
     fn id_hash_collisions_are_not_reported_as_duplicates() {
         let schema = blake_schema();
@@ -1656,12 +1480,12 @@ mod tests {
             let plan = ColumnPlan::new(&options, reader.columns(), &input).unwrap();
             reader.select(&plan.selection).unwrap();
             // Every id hashes alike: each one is checked against the input.
-            let mut ids = IdSet {
-                hashes: Vec::new(),
-                hash: |_| 42,
-            };
+            let same_hash = |_: &str| 42;
+            let mut ids = IdSet::with_hash(same_hash);
             while let Some(batch) = reader.next_batch().unwrap() {
-                check_ids(&options, &batch, 0..batch.len(), ids.hash, &mut ids.hashes).unwrap();
+                let mut hashes = Vec::new();
+                check_ids(&options, &batch, 0..batch.len(), same_hash, &mut hashes).unwrap();
+                ids.push(ChunkIds::group(&hashes));
             }
             match (ids.finish(&options, plan.selection[0], 2), expected) {
                 (Ok(()), None) => {}
@@ -1794,20 +1618,6 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, file.len());
-    }
-
-    #[test]
-    fn id_hash_is_stable() {
-        assert_eq!(id_hash("rec-1-org"), id_hash("rec-1-org"));
-        assert_ne!(id_hash("rec-1-org"), id_hash("rec-2-org"));
-        // Lengths and trailing zero bytes are told apart.
-        assert_ne!(id_hash("a"), id_hash("a\0"));
-        assert_ne!(id_hash(""), id_hash("\0"));
-        // No collision among 200,000 ids that differ in one position.
-        let hashes: HashSet<u64> = (0..200_000)
-            .map(|i| id_hash(&format!("rec-{i}-dup-0")))
-            .collect();
-        assert_eq!(hashes.len(), 200_000);
     }
 
     /// The first 200 Febrl rows with every field quoted, CRLF line breaks and
