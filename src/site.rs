@@ -326,8 +326,11 @@ pub fn encode_site(
     // thread writes the finished chunks in input order. Chunks do not depend
     // on the thread count, so neither does the output. At most `window`
     // chunks are in flight: the reader waits for a written chunk's token
-    // (which brings back its buffer) before it reads another.
-    let window = workers + 2;
+    // (which brings back its buffer) before it reads another. Two chunks per
+    // worker: with one, a chunk that took longer held back the tokens of the
+    // chunks done after it, and 16 workers on 16 cores were idle a sixth of
+    // the time (the whole run took 20% longer).
+    let window = 2 * workers + 2;
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
     let jobs_rx = Mutex::new(jobs_rx);
     std::thread::scope(|scope| -> Result<(), SiteError> {
