@@ -1047,7 +1047,7 @@ fn an_interrupted_bench_leaves_no_scratch_directory_behind() {
     let has_site_input = || {
         std::fs::read_dir(&scratch_root).unwrap().any(|entry| {
             let entry = entry.unwrap().path();
-            entry.join("febrl4_a_x20.csv").exists()
+            entry.join("febrl4_a_repeated.csv").exists()
         })
     };
     let started = Instant::now();
