@@ -689,7 +689,7 @@ fn missing_columns_are_named_with_the_existing_ones() {
     let schema = fixture("clkhash_v3_blake.schema.json");
     let stderr = run_fails(dir.path(), &encode_args(&schema, &secret, &input, &output));
     assert!(stderr.contains("\"surname\""), "{stderr}");
-    assert!(stderr.contains("no_surname.csv"), "{stderr}");
+    assert_eq!(stderr.matches("no_surname.csv").count(), 1, "{stderr}");
     for existing in ["rec_id", "given_name", "postcode", "soc_sec_id"] {
         assert!(stderr.contains(&format!("\"{existing}\"")), "{stderr}");
     }
@@ -792,6 +792,8 @@ fn duplicate_and_empty_ids_are_refused() {
         stderr.contains(&format!("{id:?}")) && stderr.contains("rows 2 and 150"),
         "{stderr}"
     );
+    // The message names the input once, not once more as context.
+    assert_eq!(stderr.matches("dup.csv").count(), 1, "{stderr}");
 
     let mut rows = first200_rows();
     rows[42][0] = String::new();
