@@ -34,6 +34,18 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
+use arrow_array::{ArrayRef, StringArray, UInt16Array};
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::schema::types::ColumnDescPtr;
+
 use crate::encode::blocking::BlockingKeyHasher;
 use crate::encode::{self, Encoder, FieldError};
 use crate::io::atomic::{AtomicFile, FlushBehind};
@@ -46,17 +58,6 @@ use crate::io::records::{
 use crate::io::table;
 use crate::schema::Schema;
 use crate::secret::Secret;
-use arrow_array::{ArrayRef, StringArray, UInt16Array};
-use arrow_schema::SchemaRef;
-use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
-};
-use parquet::errors::ParquetError;
-use parquet::file::metadata::KeyValue;
-use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
-use parquet::schema::types::ColumnDescPtr;
 
 mod ids;
 
@@ -471,8 +472,8 @@ struct Finished {
     spare: Option<Vec<u8>>,
 }
 
-/// What a worker makes of a chunk: `Body` is a [`BodyBuilder`] while it
-/// works on it, a [`ChunkBody`] once done.
+/// What a worker makes of a chunk: `Body` and `Ids` are a [`BodyBuilder`]
+/// and a list while it works on it, a [`ChunkBody`] and [`ChunkIds`] once done.
 struct ChunkResult<Body, Ids> {
     rows: u64,
     /// Row number, id and reason of each rejected row, in order.
