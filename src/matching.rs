@@ -774,7 +774,7 @@ fn plan_lsh(
 /// The pairs of `a` × `b` (within `a` when `b` is `None`) that the blocking
 /// meets and that score at least `threshold`, sorted by `(a, b)` as the
 /// all-pairs search returns them. Scores come from the same kernel and
-/// [`dice_score`], so a pair gets the same score either way.
+/// [`crate::similarity::dice_score`], so a pair gets the same score either way.
 fn blocked_search(
     blocking: &BlockingUsed,
     (a, keys_a): (&PackedClks, Option<&[Vec<u64>]>),

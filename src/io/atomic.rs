@@ -231,7 +231,7 @@ impl Write for AtomicFile {
 const FLUSH_BEHIND_BYTES: u64 = 16 << 20;
 
 /// Writes to an output while a helper thread puts what is written on disk,
-/// every [`FLUSH_BEHIND_BYTES`] (it syncs the file's data). The kernel would otherwise keep a fresh
+/// every 16 MiB (it syncs the file's data). The kernel would otherwise keep a fresh
 /// output in memory until [`AtomicFile::commit`]'s sync, which then waited
 /// for all of it: 60 ms for a million encodings (133 MB), an eighth of a
 /// two-thread encode run, and a larger share the more threads encode.

@@ -295,7 +295,7 @@ pub struct Batch {
     lines: Vec<u64>,
 }
 
-/// The flag of a null value in [`Batch::ends`].
+/// The flag of a null value in the ends of [`Batch`]'s spans.
 const NULL: u32 = 1 << 31;
 
 impl Batch {

@@ -85,7 +85,7 @@ pub fn writer_properties_with_unique(
 /// bits, which Snappy cannot shrink, so they are stored uncompressed, and
 /// whose minimum and maximum no reader could use to skip pages, so they get
 /// no statistics. A site's encode run writes its clk column with
-/// [`super::clk_column`], which stores it the same way.
+/// its own page writer (`io::clk_column`), which stores it the same way.
 pub fn clk_writer_properties(metadata: &[(&str, &str)]) -> WriterProperties {
     let clk = ColumnPath::from("clk");
     writer_properties_with_unique(metadata, &["id", "clk"])
