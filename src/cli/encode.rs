@@ -187,19 +187,7 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("{} rows, {:.0} rows/s", p.rows_read, rate));
     });
     bar.finish_and_clear();
-    // Errors about the input's contents already begin with its path.
-    let input = args.input.display().to_string();
-    let summary = result.map_err(|e| {
-        let text = e.to_string();
-        let names_input = text
-            .strip_prefix(&input)
-            .is_some_and(|rest| rest.starts_with([':', ' ']));
-        if names_input {
-            anyhow::Error::new(e)
-        } else {
-            anyhow::Error::new(e).context(format!("cannot encode {input}"))
-        }
-    })?;
+    let summary = result.with_context(|| format!("cannot encode {}", args.input.display()))?;
     if summary.rows_read == 0 {
         eprintln!("warning: {} has no records", args.input.display());
     }
