@@ -642,7 +642,7 @@ impl ChunkOutput {
         Ok(ChunkOutput {
             rows: 0,
             rejects: Vec::new(),
-            id_hashes: Vec::new(),
+            id_hashes: Vec::with_capacity(rows),
             body,
         })
     }
